@@ -1,0 +1,104 @@
+# selfheal.core: one place for setup, lab, demo, lint and tests.
+#   make demo   set up everything, bring the lab up, heal a crashed service, print the timeline
+#   make test   set up everything and run every check and test
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+COLL_ROOT := $(CURDIR)/.build/collections
+COLL_LINK := $(COLL_ROOT)/ansible_collections/selfheal/core
+SANITY_DIR := $(CURDIR)/.build/sanity/ansible_collections/selfheal/core
+APT_PACKAGES := prometheus prometheus-alertmanager openssh-server openssh-client nginx-light \
+	postgresql iproute2 util-linux procps curl rsync default-jdk-headless
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
+export PATH := $(BIN):$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help deps apt venv collection lint sanity build doc unit integration e2e pytest test \
+	lab-up lab-status lab-down daemon-up daemon-down demo bench clean
+
+help:
+	@echo "make demo      set up, start the lab and the daemon, crash a service, show it heal"
+	@echo "make test      set up, lint, sanity, build, unit + integration + e2e tests"
+	@echo "make lab-up | lab-status | lab-down | daemon-up | daemon-down | bench | clean"
+
+deps: apt venv collection
+
+# Debian packages the lab needs; installed only when one is missing.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "[deps] apt-get install $$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "[deps] error: installing Debian packages needs root"; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "[deps] Debian packages present"; fi
+
+$(BIN)/.installed: requirements.txt constraints.txt
+	@echo "[deps] creating $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+# The checkout is the collection: link it where Ansible looks for selfheal.core.
+collection:
+	@mkdir -p $(dir $(COLL_LINK))
+	@ln -sfn $(CURDIR) $(COLL_LINK)
+
+lint: venv collection
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/ansible-lint --profile production
+
+# ansible-test needs a real ansible_collections/selfheal/core path: copy the tracked files there.
+sanity: venv
+	@rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)
+	@git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ $(SANITY_DIR)/
+	cd $(SANITY_DIR) && $(BIN)/ansible-test sanity --python 3.11 --color no
+
+build: venv
+	@mkdir -p .build/dist
+	$(BIN)/ansible-galaxy collection build --force --output-path .build/dist .
+
+unit: venv collection
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv collection apt
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+e2e: venv collection apt
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+pytest: venv collection apt
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+test: deps lint sanity pytest
+
+lab-up: deps
+	$(PYTHON) lab/lab.py up
+
+lab-status:
+	$(PYTHON) lab/lab.py status
+
+lab-down:
+	$(PYTHON) lab/lab.py down
+
+daemon-up: lab-up
+	$(PYTHON) lab/lab.py daemon start
+
+daemon-down:
+	$(PYTHON) lab/lab.py daemon stop
+
+demo: daemon-up
+	$(BIN)/python lab/demo.py
+
+bench: daemon-up
+	$(BIN)/python bench/recovery.py
+
+clean:
+	-$(PYTHON) lab/lab.py clean
+	rm -rf .build .venv

@@ -1,0 +1,794 @@
+#!/usr/bin/env python3
+"""The selfheal.core lab: a small real environment on one machine.
+
+    lab.py up        bring the lab up (idempotent: running parts are kept)
+    lab.py status    show every part and whether it answers; exit 1 if any is down
+    lab.py down      end exactly the processes that `up` started, remove the network
+    lab.py daemon start|stop|status
+                     the ansible-rulebook daemon running rulebooks/self_healing.yml
+    lab.py svc start|stop|restart|status|kill SERVICE
+                     the lab hosts' service manager (run on a host over SSH;
+                     the host is named by SELFHEAL_LAB_HOST, set by its sshd)
+    lab.py clean     down, then delete the lab directory
+
+Parts: N hosts (network namespaces shlab-h1.. with their own address and sshd,
+each running the demo web service; nginx on the `web` host, PostgreSQL on the
+`db` host), Prometheus and Alertmanager on loopback, and a notification sink
+that stands in for a pager. Settings come from the environment:
+
+    SELFHEAL_LAB_DIR        state directory (default: <repo>/.lab)
+    SELFHEAL_LAB_PORT_BASE  loopback ports are BASE+80 (rulebook), +90
+                            (Prometheus), +93 (Alertmanager), +95 (notify sink);
+                            default 39000
+    SELFHEAL_LAB_SUBNET     the hosts' /24, default 10.213.77 (hosts .11 ...)
+    SELFHEAL_LAB_HOSTS      number of hosts, default 4
+
+Standard library only: it runs before the project's virtualenv exists.
+"""
+from __future__ import annotations
+
+import errno
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICES = REPO / "lab" / "services"
+DEMO_PORT = 8080
+NGINX_PORT = 80
+PG_PORT = 5432
+SSH_PORT = 22
+
+
+class LabError(Exception):
+    """A problem the person running the lab has to fix; the message says how."""
+
+
+@dataclass
+class Host:
+    name: str
+    address: str
+    groups: list[str]
+    services: list[str]
+
+    @property
+    def netns(self) -> str:
+        return f"shlab-{self.name}"
+
+    @property
+    def veth(self) -> str:
+        return f"shlv-{self.name}"
+
+
+@dataclass
+class Config:
+    lab_dir: str
+    port_base: int
+    subnet: str
+    hosts: list[Host] = field(default_factory=list)
+
+    @property
+    def bridge(self) -> str:
+        return "shlab0"
+
+    @property
+    def gateway(self) -> str:
+        return f"{self.subnet}.1"
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {
+            "rulebook": self.port_base + 80,
+            "prometheus": self.port_base + 90,
+            "alertmanager": self.port_base + 93,
+            "notify": self.port_base + 95,
+        }
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.lab_dir, *parts)
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise LabError(f"no lab host named {name!r}; hosts are {[h.name for h in self.hosts]}")
+
+
+def load_config() -> Config:
+    lab_dir = os.environ.get("SELFHEAL_LAB_DIR") or str(REPO / ".lab")
+    saved = Path(lab_dir, "lab.json")
+    if saved.exists() and not os.environ.get("SELFHEAL_LAB_RECONFIGURE"):
+        data = json.loads(saved.read_text())
+        data["hosts"] = [Host(**h) for h in data["hosts"]]
+        return Config(**data)
+    try:
+        port_base = int(os.environ.get("SELFHEAL_LAB_PORT_BASE", "39000"))
+        count = int(os.environ.get("SELFHEAL_LAB_HOSTS", "4"))
+    except ValueError as exc:
+        raise LabError(f"SELFHEAL_LAB_PORT_BASE and SELFHEAL_LAB_HOSTS must be integers: {exc}") from exc
+    if not 1024 <= port_base <= 65000:
+        raise LabError("SELFHEAL_LAB_PORT_BASE must be between 1024 and 65000")
+    if not 2 <= count <= 50:
+        raise LabError("SELFHEAL_LAB_HOSTS must be between 2 and 50")
+    subnet = os.environ.get("SELFHEAL_LAB_SUBNET", "10.213.77")
+    octets = subnet.split(".")
+    if len(octets) != 3 or not all(o.isdigit() and 0 <= int(o) <= 255 for o in octets):
+        raise LabError(f"SELFHEAL_LAB_SUBNET must be the first three octets of a /24, got {subnet!r}")
+    hosts = []
+    for i in range(1, count + 1):
+        groups, services = ["demo"], ["demo"]
+        if i == count - 1:
+            groups.append("web")
+            services.append("nginx")
+        if i == count:
+            groups.append("db")
+            services.append("postgres")
+        hosts.append(Host(f"h{i}", f"{subnet}.{10 + i}", groups, services))
+    return Config(lab_dir, port_base, subnet, hosts)
+
+
+def _say(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise LabError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr.strip()}")
+    return proc
+
+
+# --------------------------------------------------------------------------- preflight
+
+_REQUIRED = {
+    # binary: Debian package that provides it
+    "ip": "iproute2",
+    "setpriv": "util-linux",
+    "ssh-keygen": "openssh-client",
+    "ssh-keyscan": "openssh-client",
+    "sshd": "openssh-server",
+    "prometheus": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "nginx": "nginx-light",
+    "python3": "python3",
+}
+
+
+def _which(binary: str) -> str | None:
+    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin"
+    return shutil.which(binary, path=path)
+
+
+def _pg_bin() -> Path | None:
+    override = os.environ.get("SELFHEAL_LAB_PG_BIN")
+    if override:
+        return Path(override) if Path(override, "postgres").exists() else None
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    return Path(found[-1]).parent if found else None
+
+
+def preflight(cfg: Config) -> None:
+    """Fail with one clear message that names every missing package and taken port."""
+    problems = []
+    missing = sorted({pkg for binary, pkg in _REQUIRED.items() if not _which(binary)})
+    if _pg_bin() is None:
+        missing.append("postgresql")
+    if missing:
+        problems.append(
+            "missing packages: " + ", ".join(missing)
+            + f"\n  install them with: make deps  (or: apt-get install -y {' '.join(missing)})"
+        )
+    if os.geteuid() != 0:
+        problems.append("the lab creates network namespaces and must run as root")
+    for name, port in cfg.ports.items():
+        if name == "rulebook":
+            continue  # the daemon's port is checked when the daemon starts
+        if _alive(cfg, name) is None and _port_taken("127.0.0.1", port):
+            problems.append(
+                f"port {port} (needed by {name}) is already in use by another process: "
+                f"stop it, or pick other ports with SELFHEAL_LAB_PORT_BASE=<n> (now {cfg.port_base})"
+            )
+    if not Path(cfg.lab_dir, "lab.json").exists():
+        clash = _run(["ip", "-4", "route", "show", "to", "match", f"{cfg.subnet}.0/24"], check=False)
+        for line in clash.stdout.splitlines():
+            if not line.startswith("default") and cfg.bridge not in line:
+                problems.append(
+                    f"subnet {cfg.subnet}.0/24 is already routed here ({line.strip()}); "
+                    "choose another with SELFHEAL_LAB_SUBNET=a.b.c"
+                )
+    if problems:
+        raise LabError("cannot bring the lab up:\n- " + "\n- ".join(problems))
+
+
+def _port_taken(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+# --------------------------------------------------------------------------- processes
+
+def _pidfile(cfg: Config, name: str) -> Path:
+    return cfg.path("run", f"{name}.pid")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(cfg: Config, name: str) -> int | None:
+    """The pid of a process this lab started under `name`, if it still runs.
+
+    A pid is trusted only while its command line still carries the marker
+    recorded at start, so a reused pid is never signalled.
+    """
+    pidfile = _pidfile(cfg, name)
+    try:
+        pid_text, marker = pidfile.read_text().split("\n", 1)
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    cmdline = _cmdline(pid)
+    state = ""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    if state == "Z" or not cmdline or marker.strip() not in cmdline:
+        return None
+    return pid
+
+
+def _spawn(cfg: Config, name: str, cmd: list[str], netns: str | None = None,
+           user: str | None = None, env: dict[str, str] | None = None, marker: str | None = None) -> int:
+    """Start `cmd` detached from this process, log to log/<name>.log, record its pid."""
+    if user:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    cfg.path("run").mkdir(parents=True, exist_ok=True)
+    cfg.path("log").mkdir(parents=True, exist_ok=True)
+    log = open(cfg.path("log", f"{name}.log"), "ab")  # noqa: SIM115 (handed to the child)
+    try:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
+        )
+    finally:
+        log.close()
+    marker = marker or cmd[-1]
+    _pidfile(cfg, name).write_text(f"{proc.pid}\n{marker}\n")
+    # Until the child has exec'd, /proc shows this process's command line.
+    deadline = time.monotonic() + 5
+    while marker not in _cmdline(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc.pid
+
+
+def _stop(cfg: Config, name: str, sig: int = signal.SIGTERM, grace: float = 10.0) -> bool:
+    pid = _alive(cfg, name)
+    if pid is None:
+        _pidfile(cfg, name).unlink(missing_ok=True)
+        return False
+    os.kill(pid, sig)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(cfg, name) == pid:
+        time.sleep(0.05)
+    if _alive(cfg, name) == pid:
+        os.kill(pid, signal.SIGKILL)
+        while _alive(cfg, name) == pid:
+            time.sleep(0.05)
+    _pidfile(cfg, name).unlink(missing_ok=True)
+    return True
+
+
+def _wait(what: str, check: object, timeout: float, log: Path | None = None,
+          process: tuple[Config, str] | None = None) -> None:
+    """Wait until check() is true; fail early if the process it waits for has died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        if process is not None and _alive(*process) is None:
+            tail = ""
+            if log and log.exists():
+                tail = "\n  " + "\n  ".join(log.read_text(errors="replace").splitlines()[-8:])
+            raise LabError(f"{what} exited while starting; see {log}{tail}")
+        time.sleep(0.1)
+    hint = f"; see {log}" if log else ""
+    raise LabError(f"{what} did not come up within {timeout:.0f}s{hint}")
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (lab URLs only)
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _tcp_ok(address: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- network
+
+def _netns_exists(name: str) -> bool:
+    return name in _run(["ip", "netns", "list"]).stdout.split()
+
+
+def network_up(cfg: Config) -> None:
+    if _run(["ip", "link", "show", cfg.bridge], check=False).returncode != 0:
+        _run(["ip", "link", "add", cfg.bridge, "type", "bridge"])
+        _run(["ip", "addr", "add", f"{cfg.gateway}/24", "dev", cfg.bridge])
+    _run(["ip", "link", "set", cfg.bridge, "up"])
+    for host in cfg.hosts:
+        if not _netns_exists(host.netns):
+            _run(["ip", "netns", "add", host.netns])
+        if _run(["ip", "link", "show", host.veth], check=False).returncode != 0:
+            _run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns])
+            _run(["ip", "netns", "exec", host.netns, "ip", "addr", "add", f"{host.address}/24", "dev", "eth0"])
+        _run(["ip", "link", "set", host.veth, "master", cfg.bridge, "up"])
+        _run(["ip", "netns", "exec", host.netns, "ip", "link", "set", "lo", "up"])
+        _run(["ip", "netns", "exec", host.netns, "ip", "link", "set", "eth0", "up"])
+        _run(["ip", "netns", "exec", host.netns, "ip", "route", "replace", "default", "via", cfg.gateway])
+
+
+def network_down(cfg: Config) -> None:
+    for host in cfg.hosts:
+        _run(["ip", "link", "del", host.veth], check=False)
+        if _netns_exists(host.netns):
+            _run(["ip", "netns", "del", host.netns], check=False)
+    _run(["ip", "link", "del", cfg.bridge], check=False)
+
+
+# --------------------------------------------------------------------------- ssh
+
+def ssh_up(cfg: Config) -> None:
+    keydir = cfg.path("ssh")
+    keydir.mkdir(parents=True, exist_ok=True)
+    client_key = keydir / "id_ed25519"
+    if not client_key.exists():
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "selfheal-lab", "-f", str(client_key)])
+    (keydir / "authorized_keys").write_text((keydir / "id_ed25519.pub").read_text())
+    os.chmod(keydir / "authorized_keys", 0o600)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    sshd = _which("sshd") or "/usr/sbin/sshd"
+    sftp = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server") if Path(p).exists()),
+                "internal-sftp")
+    known = []
+    for host in cfg.hosts:
+        hdir = cfg.path("hosts", host.name)
+        hdir.mkdir(parents=True, exist_ok=True)
+        hostkey = hdir / "ssh_host_ed25519_key"
+        if not hostkey.exists():
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(hostkey)])
+        known.append(f"{host.address} {' '.join(Path(str(hostkey) + '.pub').read_text().split()[:2])}")
+        conf = hdir / "sshd_config"
+        conf.write_text(
+            "\n".join([
+                f"ListenAddress {host.address}:{SSH_PORT}",
+                f"HostKey {hostkey}",
+                f"AuthorizedKeysFile {keydir / 'authorized_keys'}",
+                "PermitRootLogin prohibit-password",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                "PrintMotd no",
+                "MaxStartups 100:30:200",
+                "MaxSessions 50",
+                f"Subsystem sftp {sftp}",
+                f"SetEnv SELFHEAL_LAB_HOST={host.name} SELFHEAL_LAB_DIR={cfg.lab_dir}",
+                "",
+            ])
+        )
+        name = f"{host.name}-sshd"
+        if _alive(cfg, name) is None:
+            _spawn(cfg, name, [sshd, "-D", "-e", "-f", str(conf)], netns=host.netns, marker=str(conf))
+    (keydir / "known_hosts").write_text("\n".join(known) + "\n")
+    for host in cfg.hosts:
+        _wait(f"sshd on {host.name} ({host.address}:{SSH_PORT})", lambda h=host: _tcp_ok(h.address, SSH_PORT),
+              15, cfg.path("log", f"{host.name}-sshd.log"))
+
+
+# --------------------------------------------------------------------------- host services
+
+def _service_spec(cfg: Config, host: Host, service: str) -> dict[str, object]:
+    hdir = cfg.path("hosts", host.name)
+    if service == "demo":
+        return {
+            "cmd": [sys.executable, str(SERVICES / "demo_service.py"), "--host-name", host.name,
+                    "--listen", f"{host.address}:{DEMO_PORT}"],
+            "ready": lambda: _http_ok(f"http://{host.address}:{DEMO_PORT}/healthz"),
+            "marker": f"{host.address}:{DEMO_PORT}",
+        }
+    if service == "nginx":
+        conf = hdir / "nginx.conf"
+        conf.write_text(_nginx_conf(hdir, host))
+        return {
+            "cmd": [_which("nginx") or "nginx", "-c", str(conf), "-g", "daemon off;"],
+            "ready": lambda: _tcp_ok(host.address, NGINX_PORT),
+            "marker": str(conf),
+        }
+    if service == "postgres":
+        pg_bin = _pg_bin()
+        if pg_bin is None:
+            raise LabError("PostgreSQL is not installed: run make deps (apt-get install -y postgresql)")
+        datadir = hdir / "pgdata"
+        _pg_init(cfg, pg_bin, datadir)
+        sockdir = hdir / "pgsock"
+        sockdir.mkdir(exist_ok=True)
+        shutil.chown(sockdir, "postgres", "postgres")
+        return {
+            "cmd": [str(pg_bin / "postgres"), "-D", str(datadir), "-p", str(PG_PORT),
+                    "-c", f"listen_addresses={host.address}", "-c", f"unix_socket_directories={sockdir}"],
+            "user": "postgres",
+            "ready": lambda: _tcp_ok(host.address, PG_PORT),
+            "marker": str(datadir),
+        }
+    raise LabError(f"unknown service {service!r} on {host.name}; it runs {host.services}")
+
+
+def _nginx_conf(hdir: Path, host: Host) -> str:
+    for sub in ("nginx-tmp", "nginx-log"):
+        (hdir / sub).mkdir(exist_ok=True)
+        shutil.chown(hdir / sub, "www-data", "www-data")
+    tmp = hdir / "nginx-tmp"
+    return f"""pid {hdir / 'nginx.pid'};
+error_log {hdir / 'nginx-log' / 'error.log'};
+worker_processes 1;
+events {{ worker_connections 256; }}
+http {{
+  access_log {hdir / 'nginx-log' / 'access.log'};
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  server {{
+    listen {host.address}:{NGINX_PORT};
+    location /nginx_status {{ stub_status; }}
+    location / {{ proxy_pass http://{host.address}:{DEMO_PORT}; }}
+  }}
+}}
+"""
+
+
+def _pg_init(cfg: Config, pg_bin: Path, datadir: Path) -> None:
+    if (datadir / "PG_VERSION").exists():
+        return
+    pwfile = cfg.path("postgres_password")
+    if not pwfile.exists():
+        pwfile.write_text(os.urandom(12).hex() + "\n")
+        os.chmod(pwfile, 0o600)
+    tmp_pw = datadir.parent / ".pwfile"
+    tmp_pw.write_text(pwfile.read_text())
+    shutil.chown(tmp_pw, "postgres", "postgres")
+    datadir.mkdir(mode=0o700, exist_ok=True)
+    shutil.chown(datadir, "postgres", "postgres")
+    try:
+        _run(["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", str(pg_bin / "initdb"),
+              "-D", str(datadir), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
+              f"--pwfile={tmp_pw}"])
+    finally:
+        tmp_pw.unlink(missing_ok=True)
+    with open(datadir / "pg_hba.conf", "a", encoding="utf-8") as fh:
+        fh.write(f"host all all {cfg.subnet}.0/24 scram-sha-256\n")
+
+
+def service(cfg: Config, host: Host, action: str, service_name: str) -> int:
+    """Service manager of a lab host: start | stop | restart | status | kill. Exit codes follow LSB."""
+    if service_name not in host.services:
+        raise LabError(f"{host.name} runs no service {service_name!r}; it runs {host.services}")
+    name = f"{host.name}-{service_name}"
+    if action == "status":
+        pid = _alive(cfg, name)
+        print(json.dumps({"host": host.name, "service": service_name, "running": pid is not None, "pid": pid}))
+        return 0 if pid else 3
+    if action in ("stop", "kill", "restart"):
+        _stop(cfg, name, signal.SIGKILL if action == "kill" else signal.SIGTERM)
+        if action != "restart":
+            print(json.dumps({"host": host.name, "service": service_name, "running": False}))
+            return 0
+    if action in ("start", "restart"):
+        pid = _alive(cfg, name)
+        if pid is None:
+            spec = _service_spec(cfg, host, service_name)
+            pid = _spawn(cfg, name, spec["cmd"], netns=host.netns, user=spec.get("user"),  # type: ignore[arg-type]
+                         marker=spec["marker"])  # type: ignore[arg-type]
+            _wait(f"{service_name} on {host.name}", spec["ready"], 30, cfg.path("log", f"{name}.log"),
+                  process=(cfg, name))
+        print(json.dumps({"host": host.name, "service": service_name, "running": True, "pid": pid}))
+        return 0
+    raise LabError(f"unknown action {action!r}: use start, stop, restart, status or kill")
+
+
+# --------------------------------------------------------------------------- monitoring
+
+def _prometheus_config(cfg: Config) -> None:
+    pdir = cfg.path("prometheus")
+    pdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "lab" / "templates" / "alert_rules.yml", pdir / "alert_rules.yml")
+    demo_targets = [
+        {"targets": [f"{h.address}:{DEMO_PORT}"], "labels": {"host": h.name, "service": "demo"}}
+        for h in cfg.hosts
+    ]
+    conf = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
+        "rule_files": [str(pdir / "alert_rules.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{cfg.ports['alertmanager']}"]}]}]},
+        "scrape_configs": [
+            {"job_name": "demo", "static_configs": demo_targets},
+            {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{cfg.ports['prometheus']}"]}]},
+        ],
+    }
+    # JSON is valid YAML: no YAML library needed before the virtualenv exists.
+    (pdir / "prometheus.yml").write_text(json.dumps(conf, indent=2))
+
+
+def _alertmanager_config(cfg: Config) -> None:
+    adir = cfg.path("alertmanager")
+    adir.mkdir(parents=True, exist_ok=True)
+    conf = {
+        "route": {
+            "receiver": "selfheal",
+            "group_by": ["alertname", "host", "service"],
+            "group_wait": "1s",
+            "group_interval": "5s",
+            "repeat_interval": "4h",
+        },
+        "receivers": [{
+            "name": "selfheal",
+            "webhook_configs": [{
+                "url": f"http://127.0.0.1:{cfg.ports['rulebook']}/api/v1/alerts",
+                "send_resolved": True,
+                "max_alerts": 0,
+            }],
+        }],
+    }
+    (adir / "alertmanager.yml").write_text(json.dumps(conf, indent=2))
+
+
+def monitoring_up(cfg: Config) -> None:
+    ports = cfg.ports
+    if _alive(cfg, "notify") is None:
+        _spawn(cfg, "notify", [sys.executable, str(SERVICES / "notify_sink.py"),
+                               "--listen", f"127.0.0.1:{ports['notify']}",
+                               "--out", str(cfg.path("notifications.jsonl"))])
+    _prometheus_config(cfg)
+    if _alive(cfg, "prometheus") is None:
+        _spawn(cfg, "prometheus", [
+            _which("prometheus") or "prometheus",
+            f"--config.file={cfg.path('prometheus', 'prometheus.yml')}",
+            f"--storage.tsdb.path={cfg.path('prometheus', 'data')}",
+            f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+            "--web.enable-lifecycle",
+            "--rules.alert.resend-delay=1s",
+            "--storage.tsdb.retention.time=1d",
+        ], marker=f"127.0.0.1:{ports['prometheus']}")
+    _alertmanager_config(cfg)
+    if _alive(cfg, "alertmanager") is None:
+        data = cfg.path("alertmanager", "data")
+        shutil.rmtree(data, ignore_errors=True)  # a fresh data directory each start
+        data.mkdir(parents=True)
+        _spawn(cfg, "alertmanager", [
+            _which("prometheus-alertmanager") or "prometheus-alertmanager",
+            f"--config.file={cfg.path('alertmanager', 'alertmanager.yml')}",
+            f"--storage.path={data}",
+            f"--web.listen-address=127.0.0.1:{ports['alertmanager']}",
+            "--cluster.listen-address=",
+        ], marker=f"127.0.0.1:{ports['alertmanager']}")
+    _wait("notify sink", lambda: _tcp_ok("127.0.0.1", ports["notify"]), 15, cfg.path("log", "notify.log"))
+    _wait("prometheus", lambda: _http_ok(f"http://127.0.0.1:{ports['prometheus']}/-/ready"), 60,
+          cfg.path("log", "prometheus.log"), process=(cfg, "prometheus"))
+    _wait("alertmanager", lambda: _http_ok(f"http://127.0.0.1:{ports['alertmanager']}/-/ready"), 60,
+          cfg.path("log", "alertmanager.log"), process=(cfg, "alertmanager"))
+
+
+# --------------------------------------------------------------------------- inventory
+
+def write_inventory(cfg: Config) -> Path:
+    ssh = cfg.path("ssh")
+    hostvars = {
+        h.name: {
+            "ansible_host": h.address,
+            "selfheal_health_url": f"http://{h.address}:{DEMO_PORT}/healthz",
+        }
+        for h in cfg.hosts
+    }
+    groups: dict[str, dict[str, object]] = {}
+    for h in cfg.hosts:
+        for g in h.groups:
+            groups.setdefault(g, {"hosts": {}})["hosts"][h.name] = {}  # type: ignore[index]
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(ssh / "id_ed25519"),
+                "ansible_ssh_common_args": f"-o UserKnownHostsFile={ssh / 'known_hosts'} -o StrictHostKeyChecking=yes",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "selfheal_timeline_path": str(cfg.path("timeline.jsonl")),
+                "selfheal_notify_url": f"http://127.0.0.1:{cfg.ports['notify']}/escalations",
+                "selfheal_service_manager": "command",
+                "selfheal_service_command": f"{sys.executable} {REPO / 'lab' / 'lab.py'} svc",
+                "selfheal_prometheus_url": f"http://127.0.0.1:{cfg.ports['prometheus']}",
+            },
+            "hosts": hostvars,
+            "children": {
+                **groups,
+                "selfheal_controller": {
+                    "hosts": {"localhost": {"ansible_connection": "local",
+                                            "ansible_python_interpreter": "{{ ansible_playbook_python }}"}},
+                },
+            },
+        }
+    }
+    path = cfg.path("inventory.yml")
+    path.write_text(json.dumps(inventory, indent=2))
+    return path
+
+
+# --------------------------------------------------------------------------- daemon
+
+def _venv_bin() -> Path:
+    return Path(os.environ.get("SELFHEAL_VENV", str(REPO / ".venv")), "bin")
+
+
+def daemon_env(cfg: Config) -> dict[str, str]:
+    vbin = _venv_bin()
+    return {
+        "PATH": f"{vbin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".build" / "collections"),
+        "ANSIBLE_INVENTORY": str(cfg.path("inventory.yml")),
+    }
+
+
+def daemon(cfg: Config, action: str) -> int:
+    port = cfg.ports["rulebook"]
+    if action == "status":
+        pid = _alive(cfg, "rulebook")
+        print(json.dumps({"daemon": "ansible-rulebook", "running": pid is not None, "pid": pid, "port": port}))
+        return 0 if pid else 3
+    if action == "stop":
+        _stop(cfg, "rulebook", grace=15)
+        return 0
+    if action != "start":
+        raise LabError(f"unknown daemon action {action!r}: use start, stop or status")
+    if _alive(cfg, "rulebook") is not None:
+        _say("rulebook daemon already running")
+        return 0
+    rulebook_bin = _venv_bin() / "ansible-rulebook"
+    if not rulebook_bin.exists():
+        raise LabError(f"{rulebook_bin} is missing: run make venv first")
+    if not cfg.path("inventory.yml").exists():
+        raise LabError("the lab is not up (no inventory): run lab.py up first")
+    if _port_taken("127.0.0.1", port):
+        raise LabError(f"port {port} (rulebook event source) is already in use: stop that process or set "
+                       "SELFHEAL_LAB_PORT_BASE")
+    varsfile = cfg.path("rulebook_vars.yml")
+    varsfile.write_text(json.dumps({"selfheal_source_host": "127.0.0.1", "selfheal_source_port": port}))
+    _spawn(cfg, "rulebook", [
+        str(rulebook_bin), "--rulebook", str(REPO / "rulebooks" / "self_healing.yml"),
+        "--inventory", str(cfg.path("inventory.yml")), "--vars", str(varsfile), "--verbose",
+    ], env=daemon_env(cfg), marker="self_healing.yml")
+    _wait("ansible-rulebook event source", lambda: _tcp_ok("127.0.0.1", port), 90, cfg.path("log", "rulebook.log"),
+          process=(cfg, "rulebook"))
+    _say(f"rulebook daemon listening on 127.0.0.1:{port} (log: {cfg.path('log', 'rulebook.log')})")
+    return 0
+
+
+# --------------------------------------------------------------------------- top level
+
+def up(cfg: Config) -> int:
+    preflight(cfg)
+    Path(cfg.lab_dir).mkdir(parents=True, exist_ok=True)
+    cfg.path("lab.json").write_text(json.dumps(asdict(cfg), indent=2))
+    t0 = time.monotonic()
+    _say(f"network: bridge {cfg.bridge} {cfg.gateway}/24, {len(cfg.hosts)} hosts")
+    network_up(cfg)
+    _say("ssh: keys and sshd in every host")
+    ssh_up(cfg)
+    for host in cfg.hosts:
+        for svc in host.services:
+            service(cfg, host, "start", svc)
+    _say("monitoring: notify sink, prometheus, alertmanager")
+    monitoring_up(cfg)
+    inv = write_inventory(cfg)
+    _say(f"lab up in {time.monotonic() - t0:.1f}s; inventory: {inv}")
+    return 0
+
+
+def status(cfg: Config) -> int:
+    rows: list[tuple[str, str, bool]] = []
+    for host in cfg.hosts:
+        rows.append((f"{host.name} sshd", f"{host.address}:{SSH_PORT}", _tcp_ok(host.address, SSH_PORT)))
+        for svc in host.services:
+            port = {"demo": DEMO_PORT, "nginx": NGINX_PORT, "postgres": PG_PORT}[svc]
+            ok = _alive(cfg, f"{host.name}-{svc}") is not None and _tcp_ok(host.address, port)
+            rows.append((f"{host.name} {svc}", f"{host.address}:{port}", ok))
+    ports = cfg.ports
+    rows.append(("prometheus", f"127.0.0.1:{ports['prometheus']}",
+                 _http_ok(f"http://127.0.0.1:{ports['prometheus']}/-/ready")))
+    rows.append(("alertmanager", f"127.0.0.1:{ports['alertmanager']}",
+                 _http_ok(f"http://127.0.0.1:{ports['alertmanager']}/-/ready")))
+    rows.append(("notify sink", f"127.0.0.1:{ports['notify']}", _alive(cfg, "notify") is not None))
+    daemon_up = _alive(cfg, "rulebook") is not None
+    for name, where, ok in rows:
+        print(f"{name:<22} {where:<22} {'up' if ok else 'DOWN'}")
+    print(f"{'rulebook daemon':<22} {'127.0.0.1:' + str(ports['rulebook']):<22} {'up' if daemon_up else 'stopped'}")
+    return 0 if all(ok for _, _, ok in rows) else 1
+
+
+def down(cfg: Config) -> int:
+    stopped = []
+    if _stop(cfg, "rulebook", grace=15):
+        stopped.append("rulebook")
+    for host in cfg.hosts:
+        for svc in host.services:
+            if _stop(cfg, f"{host.name}-{svc}"):
+                stopped.append(f"{host.name}-{svc}")
+        if _stop(cfg, f"{host.name}-sshd"):
+            stopped.append(f"{host.name}-sshd")
+    for name in ("alertmanager", "prometheus", "notify"):
+        if _stop(cfg, name):
+            stopped.append(name)
+    network_down(cfg)
+    _say(f"stopped: {', '.join(stopped) or 'nothing was running'}; network removed")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    try:
+        cfg = load_config()
+        if cmd == "up":
+            return up(cfg)
+        if cmd == "status":
+            return status(cfg)
+        if cmd == "down":
+            return down(cfg)
+        if cmd == "clean":
+            down(cfg)
+            shutil.rmtree(cfg.lab_dir, ignore_errors=True)
+            return 0
+        if cmd == "daemon" and len(rest) == 1:
+            return daemon(cfg, rest[0])
+        if cmd == "svc" and len(rest) == 2:
+            host_name = os.environ.get("SELFHEAL_LAB_HOST")
+            if not host_name:
+                raise LabError("svc runs on a lab host: SELFHEAL_LAB_HOST is not set (its sshd sets it)")
+            return service(cfg, cfg.host(host_name), rest[0], rest[1])
+        print(__doc__, file=sys.stderr)
+        return 2
+    except LabError as exc:
+        print(f"lab: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

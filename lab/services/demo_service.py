@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Small demo web service that runs on every lab host.
+
+Endpoints:
+  /          a greeting naming the host
+  /healthz   200 {"status": "ok"} while healthy, 503 while a fault is injected
+  /metrics   Prometheus text format: demo_up, demo_healthy, demo_requests_total
+  /fault     POST ?healthy=0|1 flips the health state (chaos for later scenarios)
+
+Standard library only: it runs under the lab hosts' system python3.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qs, urlparse
+
+from _http import LabHTTPServer
+
+logger = logging.getLogger("demo_service")
+
+
+class _State:
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.healthy = True
+        self.requests = 0
+        self.started = time.time()
+        self.lock = threading.Lock()
+
+
+def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "selfheal-demo/1"
+
+        def log_message(self, fmt: str, *args: object) -> None:  # quiet access log
+            logger.debug(fmt, *args)
+
+        def _send(self, code: int, body: str, ctype: str = "application/json") -> None:
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            with state.lock:
+                state.requests += 1
+            path = urlparse(self.path).path
+            if path == "/healthz":
+                if state.healthy:
+                    self._send(200, json.dumps({"status": "ok", "host": state.host}))
+                else:
+                    self._send(503, json.dumps({"status": "unhealthy", "host": state.host}))
+            elif path == "/metrics":
+                lines = [
+                    "# HELP demo_up 1 while the demo service process runs.",
+                    "# TYPE demo_up gauge",
+                    "demo_up 1",
+                    "# HELP demo_healthy 1 while /healthz answers 200.",
+                    "# TYPE demo_healthy gauge",
+                    f"demo_healthy {1 if state.healthy else 0}",
+                    "# HELP demo_requests_total Requests served.",
+                    "# TYPE demo_requests_total counter",
+                    f"demo_requests_total {state.requests}",
+                    "# HELP demo_start_time_seconds Unix time the process started.",
+                    "# TYPE demo_start_time_seconds gauge",
+                    f"demo_start_time_seconds {state.started}",
+                ]
+                self._send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
+            elif path == "/":
+                self._send(200, json.dumps({"service": "demo", "host": state.host}))
+            else:
+                self._send(404, json.dumps({"error": "not found"}))
+
+        def do_POST(self) -> None:
+            url = urlparse(self.path)
+            if url.path != "/fault":
+                self._send(404, json.dumps({"error": "not found"}))
+                return
+            value = parse_qs(url.query).get("healthy", [""])[0]
+            if value not in ("0", "1"):
+                self._send(400, json.dumps({"error": "healthy must be 0 or 1"}))
+                return
+            state.healthy = value == "1"
+            self._send(200, json.dumps({"healthy": state.healthy}))
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host-name", required=True, help="lab host name, e.g. h1")
+    parser.add_argument("--listen", required=True, help="address:port to bind")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    address, _, port = args.listen.rpartition(":")
+    state = _State(args.host_name)
+    server = LabHTTPServer((address, int(port)), _handler(state))
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    logger.info("demo service on %s for %s (pid %d)", args.listen, args.host_name, os.getpid())
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

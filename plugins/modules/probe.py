@@ -1,0 +1,215 @@
+#!/usr/bin/python
+# Copyright: selfheal.core contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: probe
+short_description: Verify that an HTTP endpoint is healthy, waiting up to a timeout
+version_added: 0.1.0
+description:
+  - Requests O(url) every O(interval) seconds until it answers with one of
+    O(status_codes) (and, if set, a body containing O(body_contains))
+    O(healthy_streak) times in a row, or until O(timeout) seconds have passed.
+  - This is the verification step of every remediation: an action that is not
+    verified healthy counts as failed.
+  - The probe only reads, so it runs in check mode too.
+author:
+  - selfheal.core developers
+options:
+  url:
+    description:
+      - The health endpoint, http or https.
+    type: str
+    required: true
+  status_codes:
+    description:
+      - HTTP status codes that mean healthy.
+    type: list
+    elements: int
+    default: [200]
+  body_contains:
+    description:
+      - Text the response body must contain to count as healthy.
+    type: str
+  timeout:
+    description:
+      - Seconds to keep trying before the endpoint is declared unhealthy.
+    type: float
+    default: 30
+  interval:
+    description:
+      - Seconds between attempts.
+    type: float
+    default: 0.5
+  request_timeout:
+    description:
+      - Seconds one request may take.
+    type: float
+    default: 2
+  healthy_streak:
+    description:
+      - Consecutive healthy answers needed, to avoid declaring a flapping service healthy.
+    type: int
+    default: 1
+  fail_unhealthy:
+    description:
+      - Fail the task when the endpoint is not healthy within O(timeout).
+      - Set to V(false) to only report, for example when diagnosing.
+    type: bool
+    default: true
+  validate_certs:
+    description:
+      - Verify TLS certificates of https URLs.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    details: The probe only reads; it runs the same in check mode.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Verify the service answers its health check within 30 seconds
+  selfheal.core.probe:
+    url: http://10.0.0.12:8080/healthz
+    timeout: 30
+    healthy_streak: 2
+  delegate_to: localhost
+
+- name: Diagnose without failing
+  selfheal.core.probe:
+    url: http://10.0.0.12:8080/healthz
+    timeout: 0
+    fail_unhealthy: false
+  register: health
+"""
+
+RETURN = r"""
+healthy:
+  description: Whether the endpoint was healthy within the timeout.
+  returned: always
+  type: bool
+  sample: true
+attempts:
+  description: Requests made.
+  returned: always
+  type: int
+  sample: 3
+elapsed:
+  description: Seconds from the first request to the verdict.
+  returned: always
+  type: float
+  sample: 1.02
+status:
+  description: HTTP status of the last answer, or null when the last request got no answer.
+  returned: always
+  type: int
+  sample: 200
+last_error:
+  description: Why the last unhealthy attempt was unhealthy; null when healthy.
+  returned: always
+  type: str
+  sample: "connection refused"
+body:
+  description: The first 1024 characters of the last response body.
+  returned: always
+  type: str
+  sample: '{"status": "ok"}'
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
+
+_BODY_KEEP = 1024
+
+
+def _attempt(url: str, codes: list[int], body_contains: str | None, request_timeout: float,
+             validate_certs: bool) -> tuple[bool, int | None, str, str | None]:
+    """One request: (healthy, status, body, why unhealthy)."""
+    status: int | None = None
+    body = ""
+    try:
+        resp = open_url(url, method="GET", timeout=request_timeout, validate_certs=validate_certs,
+                        follow_redirects="none")
+        status = resp.getcode()
+        body = resp.read(65536).decode("utf-8", errors="replace")
+    except Exception as exc:  # noqa: BLE001 - every transport error means "not healthy yet"
+        status = getattr(exc, "code", None)
+        reader = getattr(exc, "read", None)
+        if callable(reader):
+            try:
+                body = reader(65536).decode("utf-8", errors="replace")
+            except Exception:  # noqa: BLE001 - the error body is only evidence
+                body = ""
+        reason = getattr(exc, "reason", None) or exc
+        if status is None:
+            return False, None, body, f"no answer: {reason}"
+    if status not in codes:
+        return False, status, body, f"status {status}, want one of {codes}"
+    if body_contains is not None and body_contains not in body:
+        return False, status, body, f"body does not contain {body_contains!r}"
+    return True, status, body, None
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "url": {"type": "str", "required": True},
+            "status_codes": {"type": "list", "elements": "int", "default": [200]},
+            "body_contains": {"type": "str"},
+            "timeout": {"type": "float", "default": 30},
+            "interval": {"type": "float", "default": 0.5},
+            "request_timeout": {"type": "float", "default": 2},
+            "healthy_streak": {"type": "int", "default": 1},
+            "fail_unhealthy": {"type": "bool", "default": True},
+            "validate_certs": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    if not p["url"].startswith(("http://", "https://")):
+        module.fail_json(msg=f"url must start with http:// or https://, got {p['url']!r}")
+    if p["timeout"] < 0 or p["interval"] <= 0 or p["request_timeout"] <= 0 or p["healthy_streak"] < 1:
+        module.fail_json(msg="timeout must be >= 0, interval and request_timeout > 0, healthy_streak >= 1")
+
+    start = time.monotonic()
+    deadline = start + p["timeout"]
+    attempts = streak = 0
+    healthy = False
+    status: int | None = None
+    body = ""
+    why: str | None = None
+    while True:
+        attempts += 1
+        ok, status, body, why = _attempt(p["url"], p["status_codes"], p["body_contains"],
+                                         p["request_timeout"], p["validate_certs"])
+        streak = streak + 1 if ok else 0
+        if streak >= p["healthy_streak"]:
+            healthy = True
+            break
+        if time.monotonic() + p["interval"] > deadline:
+            break
+        time.sleep(p["interval"])
+    result = {
+        "changed": False,
+        "healthy": healthy,
+        "attempts": attempts,
+        "elapsed": round(time.monotonic() - start, 3),
+        "status": status,
+        "last_error": None if healthy else why,
+        "body": body[:_BODY_KEEP],
+    }
+    if not healthy and p["fail_unhealthy"]:
+        module.fail_json(msg=f"{p['url']} is not healthy after {result['elapsed']}s "
+                             f"and {attempts} attempts: {why}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
