@@ -10,7 +10,7 @@ COLL_ROOT := $(CURDIR)/.build/collections
 COLL_LINK := $(COLL_ROOT)/ansible_collections/selfheal/core
 SANITY_DIR := $(CURDIR)/.build/sanity/ansible_collections/selfheal/core
 APT_PACKAGES := prometheus prometheus-alertmanager openssh-server openssh-client nginx-light \
-	postgresql iproute2 util-linux procps curl rsync default-jdk-headless
+	postgresql iproute2 util-linux procps curl default-jdk-headless
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export PATH := $(BIN):$(PATH)
@@ -57,7 +57,13 @@ lint: venv collection
 # ansible-test needs a real ansible_collections/selfheal/core path: copy the tracked files there.
 sanity: venv
 	@rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)
-	@git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ $(SANITY_DIR)/
+	@git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C $(SANITY_DIR)
+	@# A repository of its own, so ansible-test does not see the copy as ignored files of this one.
+	@cd $(SANITY_DIR) && git init -q && git add -A
+	@# ansible-test downloads get-pip.py from a host out of reach here: give it a local stand-in.
+	@pipv=$$($(BIN)/python -c "from ansible_test._internal.python_requirements import get_venv_packages; print('x')" >/dev/null 2>&1; \
+		grep -oP "pip='\K[0-9.]+" $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
+		mkdir -p $$HOME/.ansible/test/cache && cp tools/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_$${pipv//./_}.py
 	cd $(SANITY_DIR) && $(BIN)/ansible-test sanity --python 3.11 --color no
 
 build: venv
@@ -79,19 +85,19 @@ pytest: venv collection apt
 test: deps lint sanity pytest
 
 lab-up: deps
-	$(PYTHON) lab/lab.py up
+	$(PYTHON) lab/labctl.py up
 
 lab-status:
-	$(PYTHON) lab/lab.py status
+	$(PYTHON) lab/labctl.py status
 
 lab-down:
-	$(PYTHON) lab/lab.py down
+	$(PYTHON) lab/labctl.py down
 
 daemon-up: lab-up
-	$(PYTHON) lab/lab.py daemon start
+	$(PYTHON) lab/labctl.py daemon start
 
 daemon-down:
-	$(PYTHON) lab/lab.py daemon stop
+	$(PYTHON) lab/labctl.py daemon stop
 
 demo: daemon-up
 	$(BIN)/python lab/demo.py
@@ -100,5 +106,5 @@ bench: daemon-up
 	$(BIN)/python bench/recovery.py
 
 clean:
-	-$(PYTHON) lab/lab.py clean
+	-$(PYTHON) lab/labctl.py clean
 	rm -rf .build .venv

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The self-healing demo: crash a service in the lab and watch it heal.
 
 Expects the lab and the rulebook daemon to be up (`make demo` does both).
@@ -21,8 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / ".build" / "collections"))
 sys.path.insert(0, str(REPO / "lab"))
 
+from labctl import daemon_env, load_config  # noqa: E402
+
 from ansible_collections.selfheal.core.plugins.module_utils import timeline  # noqa: E402
-from lab import daemon_env, load_config  # noqa: E402
 
 
 def lab_inventory(lab_dir: Path) -> dict:
@@ -46,7 +46,7 @@ def wait_recovery(path: str, target: str, since: float, timeout: float) -> timel
     deadline = time.monotonic() + timeout
     last_stage = ""
     while time.monotonic() < deadline:
-        entries, _ = timeline.read(path)
+        entries = timeline.read(path)[0]
         for rec in timeline.recoveries(entries):
             fault = rec.at("fault_injected")
             if rec.target == target and fault is not None and fault >= since:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Small demo web service that runs on every lab host.
 
 Endpoints:
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", required=True, help="address:port to bind")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    address, _, port = args.listen.rpartition(":")
+    address, port = args.listen.rsplit(":", 1)
     state = _State(args.host_name)
     server = LabHTTPServer((address, int(port)), _handler(state))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

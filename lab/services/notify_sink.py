@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The lab's notification receiver: stands in for a pager or chat webhook.
 
 Every POST body is appended, with the time it arrived and its path, as one
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", required=True, help="address:port")
     parser.add_argument("--out", required=True, help="JSON lines file")
     args = parser.parse_args(argv)
-    address, _, port = args.listen.rpartition(":")
+    address, port = args.listen.rsplit(":", 1)
     server = LabHTTPServer((address, int(port)), _handler(args.out, threading.Lock()))
     try:
         server.serve_forever()

@@ -12,11 +12,11 @@ description:
   - Requests O(url) every O(interval) seconds until it answers with one of
     O(status_codes) (and, if set, a body containing O(body_contains))
     O(healthy_streak) times in a row, or until O(timeout) seconds have passed.
-  - This is the verification step of every remediation: an action that is not
+  - This is the verification step of every remediation. An action that is not
     verified healthy counts as failed.
   - The probe only reads, so it runs in check mode too.
 author:
-  - selfheal.core developers
+  - selfheal.core developers (@selfheal-core)
 options:
   url:
     description:
@@ -64,6 +64,8 @@ options:
       - Verify TLS certificates of https URLs.
     type: bool
     default: true
+extends_documentation_fragment:
+  - selfheal.core.attributes
 attributes:
   check_mode:
     support: full

@@ -16,7 +16,7 @@ description:
   - Appends take an exclusive lock, so parallel runs never interleave lines.
   - Run it on the controller (C(delegate_to=localhost) or a play on localhost).
 author:
-  - selfheal.core developers
+  - selfheal.core developers (@selfheal-core)
 options:
   path:
     description:
@@ -56,6 +56,8 @@ options:
       - Free-form facts about the stage, stored with it. Key C(summary) is shown by the demo.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - selfheal.core.attributes
 attributes:
   check_mode:
     support: full

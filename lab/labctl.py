@@ -1,15 +1,14 @@
-#!/usr/bin/env python3
 """The selfheal.core lab: a small real environment on one machine.
 
-    lab.py up        bring the lab up (idempotent: running parts are kept)
-    lab.py status    show every part and whether it answers; exit 1 if any is down
-    lab.py down      end exactly the processes that `up` started, remove the network
-    lab.py daemon start|stop|status
+    labctl.py up        bring the lab up (idempotent: running parts are kept)
+    labctl.py status    show every part and whether it answers; exit 1 if any is down
+    labctl.py down      end exactly the processes that `up` started, remove the network
+    labctl.py daemon start|stop|status
                      the ansible-rulebook daemon running rulebooks/self_healing.yml
-    lab.py svc start|stop|restart|status|kill SERVICE
+    labctl.py svc start|stop|restart|status|kill SERVICE
                      the lab hosts' service manager (run on a host over SSH;
                      the host is named by SELFHEAL_LAB_HOST, set by its sshd)
-    lab.py clean     down, then delete the lab directory
+    labctl.py clean     down, then delete the lab directory
 
 Parts: N hosts (network namespaces shlab-h1.. with their own address and sshd,
 each running the demo web service; nginx on the `web` host, PostgreSQL on the
@@ -631,7 +630,7 @@ def write_inventory(cfg: Config) -> Path:
                 "selfheal_timeline_path": str(cfg.path("timeline.jsonl")),
                 "selfheal_notify_url": f"http://127.0.0.1:{cfg.ports['notify']}/escalations",
                 "selfheal_service_manager": "command",
-                "selfheal_service_command": f"{sys.executable} {REPO / 'lab' / 'lab.py'} svc",
+                "selfheal_service_command": f"{sys.executable} {REPO / 'lab' / 'labctl.py'} svc",
                 "selfheal_prometheus_url": f"http://127.0.0.1:{cfg.ports['prometheus']}",
             },
             "hosts": hostvars,
@@ -683,7 +682,7 @@ def daemon(cfg: Config, action: str) -> int:
     if not rulebook_bin.exists():
         raise LabError(f"{rulebook_bin} is missing: run make venv first")
     if not cfg.path("inventory.yml").exists():
-        raise LabError("the lab is not up (no inventory): run lab.py up first")
+        raise LabError("the lab is not up (no inventory): run labctl.py up first")
     if _port_taken("127.0.0.1", port):
         raise LabError(f"port {port} (rulebook event source) is already in use: stop that process or set "
                        "SELFHEAL_LAB_PORT_BASE")
@@ -738,7 +737,7 @@ def status(cfg: Config) -> int:
     for name, where, ok in rows:
         print(f"{name:<22} {where:<22} {'up' if ok else 'DOWN'}")
     print(f"{'rulebook daemon':<22} {'127.0.0.1:' + str(ports['rulebook']):<22} {'up' if daemon_up else 'stopped'}")
-    return 0 if all(ok for _, _, ok in rows) else 1
+    return 0 if all(row[2] for row in rows) else 1
 
 
 def down(cfg: Config) -> int:
