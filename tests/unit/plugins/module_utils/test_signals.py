@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ from ansible_collections.selfheal.core.plugins.module_utils.signals import (
     utc_iso,
 )
 
-ALERT = {
+ALERT: dict[str, Any] = {
     "status": "firing",
     "labels": {"alertname": "ServiceDown", "host": "h2", "service": "demo", "severity": "critical",
                "instance": "10.213.77.12:8080", "job": "demo"},
