@@ -141,7 +141,10 @@ def _say(msg: str) -> None:
 
 
 def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    binary = _which(cmd[0])
+    if binary is None:
+        raise LabError(f"{cmd[0]} is not installed (Debian package {_REQUIRED.get(cmd[0], cmd[0])}): run make deps")
+    proc = subprocess.run([binary, *cmd[1:]], capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise LabError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr.strip()}")
     return proc
@@ -197,7 +200,7 @@ def preflight(cfg: Config) -> None:
                 f"port {port} (needed by {name}) is already in use by another process: "
                 f"stop it, or pick other ports with SELFHEAL_LAB_PORT_BASE=<n> (now {cfg.port_base})"
             )
-    if not Path(cfg.lab_dir, "lab.json").exists():
+    if not Path(cfg.lab_dir, "lab.json").exists() and _which("ip"):
         clash = _run(["ip", "-4", "route", "show", "to", "match", f"{cfg.subnet}.0/24"], check=False)
         for line in clash.stdout.splitlines():
             if not line.startswith("default") and cfg.bridge not in line:

@@ -1,8 +1,17 @@
 """Shared test set-up: import the collection as Ansible does, from ansible_collections/."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 COLLECTIONS = REPO / ".build" / "collections"
@@ -12,3 +21,91 @@ if not (COLLECTIONS / "ansible_collections" / "selfheal" / "core").exists():
                        "(make test does it) so the tests import the collection as Ansible does")
 sys.path.insert(0, str(COLLECTIONS))
 sys.path.insert(0, str(REPO / "lab"))
+
+import labctl  # noqa: E402 (found through the path set just above)
+
+# --------------------------------------------------------------------------- the lab
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Lab:
+    """The running lab, as tests see it."""
+
+    cfg: labctl.Config
+    env: dict[str, str]
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.cfg.path("inventory.yml")
+
+    @property
+    def inventory(self) -> dict[str, Any]:
+        return json.loads(self.inventory_path.read_text())
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        return self.inventory["all"]["vars"]
+
+    def host(self, name: str) -> dict[str, Any]:
+        return self.inventory["all"]["hosts"][name]
+
+    def labctl(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(REPO / "lab" / "labctl.py"), *args], capture_output=True,
+                              text=True, check=False, env={**self.env, **(env or {})}, timeout=300)
+
+    def svc(self, host: str, action: str, service: str = "demo") -> subprocess.CompletedProcess[str]:
+        """The host's service manager, run inside the host's namespace as its sshd would."""
+        return subprocess.run(["ip", "netns", "exec", self.cfg.host(host).netns, sys.executable,
+                               str(REPO / "lab" / "labctl.py"), "svc", action, service],
+                              capture_output=True, text=True, check=False, timeout=60,
+                              env={**self.env, "SELFHEAL_LAB_HOST": host, "SELFHEAL_LAB_DIR": self.cfg.lab_dir})
+
+    def pid(self, host: str, service: str = "demo") -> int | None:
+        proc = self.svc(host, "status", service)
+        return json.loads(proc.stdout).get("pid") if proc.stdout else None
+
+    def playbook(self, name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory_path), name, *args],
+                              capture_output=True, text=True, check=False, env=self.env, timeout=timeout)
+
+
+def _lab_env() -> dict[str, str]:
+    env = {**os.environ, **labctl.daemon_env(labctl.load_config())}
+    env["SELFHEAL_VENV"] = str(VENV_BIN.parent)
+    return env
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The lab, brought up if it is not (the lab needs root: `make test` runs as root)."""
+    env = _lab_env()
+    up = subprocess.run([sys.executable, str(REPO / "lab" / "labctl.py"), "up"], capture_output=True, text=True,
+                        check=False, env=env, timeout=600)
+    if up.returncode != 0:
+        pytest.fail(f"the lab did not come up (run `make lab-up` to see why):\n{up.stdout}\n{up.stderr}")
+    the_lab = Lab(labctl.load_config(), env)
+    for host in the_lab.cfg.hosts:  # every host's demo service running, whatever an earlier test did
+        the_lab.svc(host.name, "start")
+    yield the_lab
+
+
+@pytest.fixture(scope="session")
+def daemon(lab: Lab) -> Lab:
+    """The lab with the rulebook daemon running."""
+    started = lab.labctl("daemon", "start")
+    if started.returncode != 0:
+        pytest.fail(f"the rulebook daemon did not start:\n{started.stdout}\n{started.stderr}")
+    return lab
+
+
+def wait_for(what: str, check: Any, timeout: float, interval: float = 0.25) -> Any:
+    """Poll check() until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s")

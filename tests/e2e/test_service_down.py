@@ -1,0 +1,82 @@
+"""End to end on the lab: crash a service, watch the daemon heal it.
+
+Real parts only: the demo service in a network namespace, Prometheus,
+Alertmanager, ansible-rulebook running rulebooks/self_healing.yml with the
+selfheal.core.alertmanager source, and the remediation playbook over SSH.
+"""
+from __future__ import annotations
+
+import time
+import urllib.request
+
+from conftest import Lab, wait_for
+
+from ansible_collections.selfheal.core.plugins.module_utils import timeline
+
+RECOVERY_BOUND = 90  # seconds; the lab heals in about 10, CI machines can be slow
+
+
+def _recovery(lab: Lab, target: str, since: float) -> timeline.Recovery | None:
+    entries, problems = timeline.read(lab.vars["selfheal_timeline_path"])
+    assert problems == []
+    for rec in timeline.recoveries(entries):
+        fault = rec.at("fault_injected")
+        if rec.target == target and fault is not None and fault >= since and rec.outcome != "open":
+            return rec
+    return None
+
+
+def test_crashed_service_is_healed_verified_and_on_record(daemon: Lab) -> None:
+    lab, target = daemon, "h2"
+    others = {h.name: lab.pid(h.name) for h in lab.cfg.hosts if h.name != target}
+    assert all(others.values()), f"every other demo service runs before the test: {others}"
+    before = lab.pid(target)
+    assert before
+
+    since = time.time()
+    chaos = lab.playbook("selfheal.core.chaos_service_crash", "-e", f"selfheal_target={target}")
+    assert chaos.returncode == 0, chaos.stdout + chaos.stderr
+    assert lab.pid(target) is None, "the chaos playbook killed the service"
+
+    rec = wait_for(f"recovery of {target}", lambda: _recovery(lab, target, since), RECOVERY_BOUND)
+    assert rec.outcome == "healed", timeline.render(rec)
+    assert rec.complete, f"timeline is missing stages:\n{timeline.render(rec)}"
+    stages = [e["stage"] for e in sorted(rec.stages.values(), key=lambda e: e["at"])]
+    assert stages == ["fault_injected", "alert_fired", "alert_received", "remediation_started", "action_done",
+                      "verified_healthy"]
+    phases = rec.phases()
+    assert all(v is not None and v >= 0 for v in phases.values()), phases
+    assert phases["time_to_recovery"] is not None and phases["time_to_recovery"] < RECOVERY_BOUND
+    assert rec.stages["action_done"]["details"]["action"] == "started"
+    assert rec.stages["action_done"]["details"]["prior_state"]["running"] is False
+
+    after = lab.pid(target)
+    assert after and after != before, "a new process serves the target"
+    with urllib.request.urlopen(lab.host(target)["selfheal_health_url"], timeout=5) as resp:
+        assert resp.status == 200
+    assert {name: lab.pid(name) for name in others} == others, "no other host was touched"
+
+
+def test_resolved_alert_triggers_no_action(daemon: Lab) -> None:
+    lab, target = daemon, "h1"
+    log = lab.cfg.path("log", "rulebook.log")
+    log_start = log.stat().st_size
+    since = time.time()
+    chaos = lab.playbook("selfheal.core.chaos_service_crash", "-e", f"selfheal_target={target}")
+    assert chaos.returncode == 0, chaos.stdout + chaos.stderr
+    rec = wait_for(f"recovery of {target}", lambda: _recovery(lab, target, since), RECOVERY_BOUND)
+    assert rec.outcome == "healed"
+    healed_at = rec.at("verified_healthy")
+    pid = lab.pid(target)
+    # Alertmanager sends the resolved notification within its group interval (5 s in the lab).
+    resolved_seen = wait_for(
+        "the resolved notification in the daemon's log",
+        lambda: "resolved: ServiceDown on demo@h1" in log.read_bytes()[log_start:].decode(errors="replace"),
+        60,
+    )
+    assert resolved_seen
+    time.sleep(3)
+    entries, _ = timeline.read(lab.vars["selfheal_timeline_path"])
+    later = [e for e in entries if e["target"] == target and e["at"] > healed_at]
+    assert later == [], f"nothing may run for {target} after it healed: {later}"
+    assert lab.pid(target) == pid

@@ -1,0 +1,117 @@
+"""The lab scripts: clear errors for taken ports and missing packages, exact teardown."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, Lab
+
+LABCTL = str(REPO / "lab" / "labctl.py")
+
+
+def _labctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, LABCTL, *args], capture_output=True, text=True, check=False, env=env,
+                          timeout=120)
+
+
+def test_taken_port_is_named_and_nothing_is_started(tmp_path: Path) -> None:
+    base = 45000
+    env = {**os.environ, "SELFHEAL_LAB_DIR": str(tmp_path / "lab"), "SELFHEAL_LAB_PORT_BASE": str(base)}
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", base + 90))
+        squatter.listen()
+        proc = _labctl("up", env=env)
+    assert proc.returncode == 1
+    assert f"port {base + 90} (needed by prometheus) is already in use" in proc.stderr
+    assert "SELFHEAL_LAB_PORT_BASE" in proc.stderr
+    assert not (tmp_path / "lab" / "lab.json").exists(), "preflight fails before anything is created"
+
+
+def test_missing_packages_are_named_with_the_install_command(tmp_path: Path) -> None:
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    env = {**os.environ, "SELFHEAL_LAB_DIR": str(tmp_path / "lab"), "PATH": str(empty_bin),
+           "SELFHEAL_LAB_PG_BIN": str(tmp_path / "no-postgres")}
+    proc = _labctl("up", env=env)
+    assert proc.returncode == 1
+    assert "missing packages:" in proc.stderr
+    for package in ("prometheus", "prometheus-alertmanager", "openssh-client", "postgresql"):
+        assert package in proc.stderr
+    assert "make deps" in proc.stderr and "apt-get install -y" in proc.stderr
+
+
+def test_bad_settings_are_refused(tmp_path: Path) -> None:
+    env = {**os.environ, "SELFHEAL_LAB_DIR": str(tmp_path / "lab"), "SELFHEAL_LAB_SUBNET": "10.300.1"}
+    proc = _labctl("up", env=env)
+    assert proc.returncode == 1 and "SELFHEAL_LAB_SUBNET" in proc.stderr
+
+
+def test_status_reports_every_part(lab: Lab) -> None:
+    proc = lab.labctl("status")
+    assert proc.returncode == 0, proc.stdout
+    for host in lab.cfg.hosts:
+        for part in ("sshd", *host.services):
+            assert f"{host.name} {part}" in proc.stdout
+    for part in ("prometheus", "alertmanager", "notify sink"):
+        assert part in proc.stdout
+    assert "DOWN" not in proc.stdout
+
+
+def test_hosts_are_reached_over_ssh_each_in_its_own_namespace(lab: Lab) -> None:
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible"), "-i", str(lab.inventory_path), "demo",
+                           "-m", "ansible.builtin.command", "-a", "ip -4 -o addr show eth0"],
+                          capture_output=True, text=True, check=False, env=lab.env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for host in lab.cfg.hosts:
+        assert f"{host.name} | CHANGED" in proc.stdout
+        assert f"inet {host.address}/24" in proc.stdout
+
+
+def test_postgres_and_nginx_answer_in_their_hosts(lab: Lab) -> None:
+    db = next(h for h in lab.cfg.hosts if "db" in h.groups)
+    web = next(h for h in lab.cfg.hosts if "web" in h.groups)
+    password = lab.cfg.path("postgres_password").read_text().strip()
+    psql = subprocess.run(["psql", "-h", db.address, "-U", "postgres", "-tAc", "select 40 + 2"], capture_output=True,
+                          text=True, check=False, env={**lab.env, "PGPASSWORD": password}, timeout=30)
+    assert psql.stdout.strip() == "42", psql.stderr
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{web.address}/", timeout=5) as resp:
+        assert json.loads(resp.read())["host"] == web.name
+
+
+def test_down_ends_exactly_what_up_started_and_up_is_idempotent(lab: Lab) -> None:
+    pids = {}
+    for pidfile in lab.cfg.path("run").glob("*.pid"):
+        pid = int(pidfile.read_text().split()[0])
+        if Path(f"/proc/{pid}").exists():
+            pids[pidfile.stem] = pid
+    assert {"prometheus", "alertmanager", "notify", "h1-sshd", "h1-demo"} <= set(pids)
+    # A process that is not the lab's, even with a lab-like command line, survives.
+    marker = f"127.0.0.1:{lab.cfg.ports['prometheus']}"  # what the lab checks prometheus's command line for
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", marker])
+    try:
+        daemon_was_up = lab.labctl("daemon", "status").returncode == 0
+        down = lab.labctl("down")
+        assert down.returncode == 0, down.stderr
+        for name, pid in pids.items():
+            assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", name
+        assert decoy.poll() is None, "down killed a process the lab did not start"
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        assert not any(h.netns in netns for h in lab.cfg.hosts)
+        assert lab.labctl("status").returncode == 1
+        assert lab.labctl("down").returncode == 0, "down twice is fine"
+    finally:
+        decoy.kill()
+        decoy.wait()
+        up = lab.labctl("up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        again = lab.labctl("up")
+        assert again.returncode == 0, "up twice is fine"
+        if daemon_was_up:
+            assert lab.labctl("daemon", "start").returncode == 0
+    assert lab.labctl("status").returncode == 0
