@@ -79,8 +79,9 @@ integration: venv collection apt
 e2e: venv collection apt
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
+# Integration tests break lab services on purpose with no daemon running; end-to-end tests run last.
 pytest: venv collection apt
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 test: deps lint sanity pytest
 
@@ -103,7 +104,7 @@ demo: daemon-up
 	$(BIN)/python lab/demo.py
 
 bench: daemon-up
-	$(BIN)/python bench/recovery.py
+	$(BIN)/python bench/recovery.py $(BENCH_ARGS)
 
 clean:
 	-$(PYTHON) lab/labctl.py clean

@@ -41,7 +41,8 @@ def crash(inventory_path: Path, target: str, service: str) -> None:
         sys.exit(f"demo: the chaos playbook failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
-def wait_recovery(path: str, target: str, since: float, timeout: float) -> timeline.Recovery | None:
+def wait_recovery(path: str, target: str, since: float, timeout: float,
+                  quiet: bool = False) -> timeline.Recovery | None:
     """The recovery of `target` that starts with a fault at or after `since`, once final."""
     deadline = time.monotonic() + timeout
     last_stage = ""
@@ -51,7 +52,7 @@ def wait_recovery(path: str, target: str, since: float, timeout: float) -> timel
             fault = rec.at("fault_injected")
             if rec.target == target and fault is not None and fault >= since:
                 newest = max(rec.stages.values(), key=lambda e: float(e["at"]))["stage"]
-                if newest != last_stage:
+                if newest != last_stage and not quiet:
                     print(f"  ... {newest}", flush=True)
                     last_stage = newest
                 if rec.outcome != "open":

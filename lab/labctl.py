@@ -667,6 +667,11 @@ def daemon_env(cfg: Config) -> dict[str, str]:
     }
 
 
+def daemon_pid(cfg: Config) -> int | None:
+    """The pid of the rulebook daemon this lab started, if it runs."""
+    return _alive(cfg, "rulebook")
+
+
 def daemon(cfg: Config, action: str) -> int:
     port = cfg.ports["rulebook"]
     if action == "status":

@@ -81,6 +81,10 @@ def _lab_env() -> dict[str, str]:
 def lab() -> Iterator[Lab]:
     """The lab, brought up if it is not (the lab needs root: `make test` runs as root)."""
     env = _lab_env()
+    # A known state: no daemon reacting to what the integration tests break on purpose.
+    # The end-to-end tests start it (fixture `daemon`); `make test` runs them last.
+    subprocess.run([sys.executable, str(REPO / "lab" / "labctl.py"), "daemon", "stop"], capture_output=True,
+                   check=False, env=env, timeout=60)
     up = subprocess.run([sys.executable, str(REPO / "lab" / "labctl.py"), "up"], capture_output=True, text=True,
                         check=False, env=env, timeout=600)
     if up.returncode != 0:

@@ -58,7 +58,7 @@ def test_crashed_service_is_healed_verified_and_on_record(daemon: Lab) -> None:
 
 
 def test_resolved_alert_triggers_no_action(daemon: Lab) -> None:
-    lab, target = daemon, "h1"
+    lab, target = daemon, "h3"
     log = lab.cfg.path("log", "rulebook.log")
     log_start = log.stat().st_size
     since = time.time()
@@ -71,7 +71,7 @@ def test_resolved_alert_triggers_no_action(daemon: Lab) -> None:
     # Alertmanager sends the resolved notification within its group interval (5 s in the lab).
     resolved_seen = wait_for(
         "the resolved notification in the daemon's log",
-        lambda: "resolved: ServiceDown on demo@h1" in log.read_bytes()[log_start:].decode(errors="replace"),
+        lambda: "resolved: ServiceDown on demo@h3" in log.read_bytes()[log_start:].decode(errors="replace"),
         60,
     )
     assert resolved_seen

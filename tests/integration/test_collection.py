@@ -1,0 +1,126 @@
+"""The collection as users get it: built, installed, documented."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from ansible_collections.selfheal.core.extensions.eda.plugins.event_source import alertmanager
+
+BIN = Path(sys.executable).parent
+MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py"))
+ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if p.is_dir())
+SOURCES = sorted(p for p in (REPO / "extensions" / "eda" / "plugins" / "event_source").glob("*.py"))
+
+
+def _run(*cmd: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=cwd, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    out = tmp_path_factory.mktemp("dist")
+    built = _run(str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), ".")
+    assert built.returncode == 0, built.stderr
+    [tarball] = out.glob("selfheal-core-*.tar.gz")
+    dest = tmp_path_factory.mktemp("collections")
+    inst = _run(str(BIN / "ansible-galaxy"), "collection", "install", "--offline", "-p", str(dest), str(tarball))
+    assert inst.returncode == 0, inst.stderr
+    yield tarball, dest
+
+
+def test_tarball_holds_the_collection_and_nothing_of_the_workshop(installed: tuple[Path, Path]) -> None:
+    tarball, _ = installed
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+    for expected in ("MANIFEST.json", "meta/runtime.yml", "rulebooks/self_healing.yml",
+                     "playbooks/remediate_service_down.yml", "extensions/eda/plugins/event_source/alertmanager.py",
+                     "plugins/module_utils/signals.py", "roles/service/meta/argument_specs.yml"):
+        assert expected in names, expected
+    for unwanted in (".lab", ".venv", ".build", "lab", "bench", "Makefile"):
+        assert not any(n == unwanted or n.startswith(unwanted + "/") for n in names), unwanted
+    manifest = json.loads(_member(tarball, "MANIFEST.json"))
+    assert manifest["collection_info"]["namespace"] == "selfheal"
+    assert manifest["collection_info"]["name"] == "core"
+
+
+def _member(tarball: Path, name: str) -> str:
+    with tarfile.open(tarball) as tar:
+        member = tar.extractfile(name)
+        assert member is not None
+        return member.read().decode()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ansible_doc_renders_every_module(installed: tuple[Path, Path], module: str) -> None:
+    _, dest = installed
+    doc = _run(str(BIN / "ansible-doc"), "--json", "-t", "module", f"selfheal.core.{module}",
+               env={"ANSIBLE_COLLECTIONS_PATH": str(dest)})
+    assert doc.returncode == 0, doc.stderr
+    data = json.loads(doc.stdout)[f"selfheal.core.{module}"]
+    assert data["doc"]["short_description"]
+    assert data["examples"].strip() and data["return"]
+    text = _run(str(BIN / "ansible-doc"), "-t", "module", f"selfheal.core.{module}",
+                env={"ANSIBLE_COLLECTIONS_PATH": str(dest)})
+    assert text.returncode == 0 and "EXAMPLES" in text.stdout and "RETURN VALUES" in text.stdout
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_ansible_doc_renders_every_role(installed: tuple[Path, Path], role: str) -> None:
+    _, dest = installed
+    doc = _run(str(BIN / "ansible-doc"), "-t", "role", f"selfheal.core.{role}",
+               env={"ANSIBLE_COLLECTIONS_PATH": str(dest), "ANSIBLE_NOCOLOR": "1"})
+    assert doc.returncode == 0, doc.stderr
+    assert "ENTRY POINT: *main*" in doc.stdout
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_defaults_agree_with_argument_specs(role: str) -> None:
+    defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    specs = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    options = specs["main"]["options"]
+    for name, value in defaults.items():
+        assert name.startswith(f"{role}_"), f"{name} is not prefixed with the role name"
+        assert name in options, f"{name} has a default but no argument spec"
+        assert options[name].get("default") == value, f"{name}: default {value!r} vs spec {options[name]}"
+    for name, spec in options.items():
+        assert spec.get("required") or name in defaults, f"{name} is optional but has no default"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_event_source_documentation_matches_its_arguments(source: Path) -> None:
+    tree = ast.parse(source.read_text())
+    docs = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body  # type: ignore[attr-defined]
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in ("DOCUMENTATION", "EXAMPLES")}
+    doc = yaml.safe_load(docs["DOCUMENTATION"])
+    assert doc["short_description"] and doc["description"]
+    rulebook = yaml.safe_load(docs["EXAMPLES"])
+    assert rulebook[0]["sources"][0].get(f"selfheal.core.{source.stem}") is not None
+    if source.stem == "alertmanager":
+        args = alertmanager._ARGS
+        assert set(doc["options"]) == set(args)
+        for name, (kind, default) in args.items():
+            assert doc["options"][name]["type"] == {str: "str", int: "int", bool: "bool"}[kind], name
+            assert doc["options"][name]["default"] == default, name
+
+
+def test_rulebook_and_playbooks_resolve_from_the_installed_collection(installed: tuple[Path, Path]) -> None:
+    _, dest = installed
+    env = {"ANSIBLE_COLLECTIONS_PATH": str(dest)}
+    syntax = _run(str(BIN / "ansible-playbook"), "--syntax-check", "selfheal.core.remediate_service_down", env=env)
+    assert syntax.returncode == 0, syntax.stderr
+    root = dest / "ansible_collections" / "selfheal" / "core"
+    rulebook = yaml.safe_load((root / "rulebooks" / "self_healing.yml").read_text())
+    names = {r["action"].get("run_playbook", {}).get("name") for r in rulebook[0]["rules"]} - {None}
+    for name in names:
+        assert (root / "playbooks" / f"{name.split('.')[-1]}.yml").exists(), name

@@ -1,0 +1,143 @@
+"""remediate_service_down run by hand against the lab: refusals, healing, escalation."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Lab, wait_for
+
+from ansible_collections.selfheal.core.plugins.module_utils import timeline
+
+PLAYBOOK = "selfheal.core.remediate_service_down"
+
+
+def _timeline_len(lab: Lab) -> int:
+    return len(timeline.read(lab.vars["selfheal_timeline_path"])[0])
+
+
+def _notifications(lab: Lab) -> list[dict[str, object]]:
+    path = lab.cfg.path("notifications.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "needs a target and has none"),
+        (("-e", "selfheal_target=nosuchhost"), "target 'nosuchhost' is not a host of the inventory"),
+        (("-e", json.dumps({"ansible_eda": {"event": {"signal": {
+            "status": "resolved", "target": {"host": "h1", "service": "demo"}}}}})),
+         "resolved alerts never trigger actions"),
+    ],
+)
+def test_refuses_without_a_valid_target_and_changes_nothing(lab: Lab, args: tuple[str, ...], message: str) -> None:
+    pids = {h.name: lab.pid(h.name) for h in lab.cfg.hosts}
+    before = _timeline_len(lab)
+    proc = lab.playbook(PLAYBOOK, *args)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    assert message in out
+    assert "Nothing was changed" in out
+    assert _timeline_len(lab) == before
+    assert {h.name: lab.pid(h.name) for h in lab.cfg.hosts} == pids
+
+
+def test_healthy_service_is_left_alone(lab: Lab) -> None:
+    pid = lab.pid("h3")
+    proc = lab.playbook(PLAYBOOK, "-e", "selfheal_target=h3")
+    assert proc.returncode == 0, proc.stdout
+    assert lab.pid("h3") == pid, "least disruptive first: a healthy service is not restarted"
+    rec = timeline.recoveries(timeline.read(lab.vars["selfheal_timeline_path"])[0])[-1]
+    assert rec.target == "h3" and rec.outcome == "healed"
+    assert rec.stages["action_done"]["details"]["action"] == "none"
+
+
+def test_unhealthy_but_running_service_is_restarted(lab: Lab) -> None:
+    url = lab.host("h4")["selfheal_health_url"].replace("/healthz", "/fault?healthy=0")
+    pid = lab.pid("h4")
+    urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5).close()
+    proc = lab.playbook(PLAYBOOK, "-e", "selfheal_target=h4")
+    assert proc.returncode == 0, proc.stdout
+    assert lab.pid("h4") not in (None, pid)
+    rec = timeline.recoveries(timeline.read(lab.vars["selfheal_timeline_path"])[0])[-1]
+    assert rec.stages["action_done"]["details"]["action"] == "restarted"
+
+
+@pytest.fixture
+def port_squatter(lab: Lab) -> Iterator[str]:
+    """h1's demo service killed and its port held by another process, so it cannot come back."""
+    host = lab.cfg.host("h1")
+    lab.svc("h1", "kill")
+    squatter = subprocess.Popen(
+        ["ip", "netns", "exec", host.netns, sys.executable, "-c",
+         "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+         f"s.bind(('{host.address}', 8080)); s.listen(); time.sleep(600)"])
+    wait_for("the squatter to hold the port", lambda: _port_open(host.address, 8080), 10)
+    try:
+        yield "h1"
+    finally:
+        squatter.kill()
+        squatter.wait()
+        lab.svc("h1", "start")
+
+
+def _port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_failed_remediation_escalates_with_the_evidence(lab: Lab, port_squatter: str) -> None:
+    since = time.time()
+    seen = len(_notifications(lab))
+    proc = lab.playbook(PLAYBOOK, "-e", f"selfheal_target={port_squatter}", "-e", "selfheal_verify_timeout=3")
+    assert proc.returncode != 0
+    assert "was not healed; escalated with evidence" in proc.stdout
+    new = _notifications(lab)[seen:]
+    assert len(new) == 1, new
+    body = new[0]["body"]
+    assert isinstance(body, dict)
+    assert body["target"] == port_squatter and body["severity"] == "critical"
+    assert "still down after automatic remediation" in body["summary"]
+    evidence = body["evidence"]
+    assert evidence["diagnosis"]["running"] is False
+    assert evidence["action"] == "started"
+    assert evidence["failed_task"]
+    rec = [r for r in timeline.recoveries(timeline.read(lab.vars["selfheal_timeline_path"])[0])
+           if r.target == port_squatter and (r.at("remediation_started") or 0) >= since][-1]
+    assert rec.outcome == "escalated"
+
+
+def test_probe_and_timeline_modules_ad_hoc(lab: Lab, tmp_path: Path) -> None:
+    ansible = str(Path(sys.executable).parent / "ansible")
+
+    def adhoc(module: str, args: str, *extra: str) -> dict[str, object]:
+        proc = subprocess.run([ansible, "localhost", "-m", module, "-a", args, *extra],
+                              capture_output=True, text=True, check=False, timeout=120,
+                              env={**lab.env, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+                                   "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+        return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+    healthy = adhoc("selfheal.core.probe", f"url={lab.host('h2')['selfheal_health_url']} timeout=5")
+    assert healthy["healthy"] is True and healthy["status"] == 200 and healthy["changed"] is False
+    dead = adhoc("selfheal.core.probe", "url=http://127.0.0.1:9/healthz timeout=1 interval=0.2")
+    assert dead["failed"] is True and dead["healthy"] is False
+    assert "not healthy after" in str(dead["msg"]) and "no answer" in str(dead["last_error"])
+
+    path = tmp_path / "t.jsonl"
+    dry = adhoc("selfheal.core.timeline", f"path={path} stage=fault_injected target=h1", "--check")
+    assert dry["changed"] is False and not path.exists()
+    wet = adhoc("selfheal.core.timeline", f"path={path} stage=fault_injected target=h1 at=2026-11-23T10:00:00Z")
+    assert wet["changed"] is True
+    assert timeline.read(str(path))[0][0]["at"] == 1795428000.0
+    bad = adhoc("selfheal.core.timeline", f"path={path} stage=fault_injected target=h1 at=tomorrow")
+    assert bad["failed"] is True and "not an RFC 3339 time" in str(bad["msg"])
