@@ -76,7 +76,7 @@ def test_resolved_alert_triggers_no_action(daemon: Lab) -> None:
     )
     assert resolved_seen
     time.sleep(3)
-    entries, _ = timeline.read(lab.vars["selfheal_timeline_path"])
+    entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
     later = [e for e in entries if e["target"] == target and e["at"] > healed_at]
     assert later == [], f"nothing may run for {target} after it healed: {later}"
     assert lab.pid(target) == pid

@@ -40,7 +40,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 
 
 def test_tarball_holds_the_collection_and_nothing_of_the_workshop(installed: tuple[Path, Path]) -> None:
-    tarball, _ = installed
+    tarball = installed[0]
     with tarfile.open(tarball) as tar:
         names = set(tar.getnames())
     for expected in ("MANIFEST.json", "meta/runtime.yml", "rulebooks/self_healing.yml",
@@ -63,7 +63,7 @@ def _member(tarball: Path, name: str) -> str:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_ansible_doc_renders_every_module(installed: tuple[Path, Path], module: str) -> None:
-    _, dest = installed
+    dest = installed[1]
     doc = _run(str(BIN / "ansible-doc"), "--json", "-t", "module", f"selfheal.core.{module}",
                env={"ANSIBLE_COLLECTIONS_PATH": str(dest)})
     assert doc.returncode == 0, doc.stderr
@@ -77,7 +77,7 @@ def test_ansible_doc_renders_every_module(installed: tuple[Path, Path], module: 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_ansible_doc_renders_every_role(installed: tuple[Path, Path], role: str) -> None:
-    _, dest = installed
+    dest = installed[1]
     doc = _run(str(BIN / "ansible-doc"), "-t", "role", f"selfheal.core.{role}",
                env={"ANSIBLE_COLLECTIONS_PATH": str(dest), "ANSIBLE_NOCOLOR": "1"})
     assert doc.returncode == 0, doc.stderr
@@ -115,7 +115,7 @@ def test_event_source_documentation_matches_its_arguments(source: Path) -> None:
 
 
 def test_rulebook_and_playbooks_resolve_from_the_installed_collection(installed: tuple[Path, Path]) -> None:
-    _, dest = installed
+    dest = installed[1]
     env = {"ANSIBLE_COLLECTIONS_PATH": str(dest)}
     syntax = _run(str(BIN / "ansible-playbook"), "--syntax-check", "selfheal.core.remediate_service_down", env=env)
     assert syntax.returncode == 0, syntax.stderr

@@ -94,6 +94,7 @@ def test_down_ends_exactly_what_up_started_and_up_is_idempotent(lab: Lab) -> Non
     # A process that is not the lab's, even with a lab-like command line, survives.
     marker = f"127.0.0.1:{lab.cfg.ports['prometheus']}"  # what the lab checks prometheus's command line for
     decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", marker])
+    daemon_was_up = False
     try:
         daemon_was_up = lab.labctl("daemon", "status").returncode == 0
         down = lab.labctl("down")
