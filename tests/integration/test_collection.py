@@ -34,8 +34,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     assert built.returncode == 0, built.stderr
     [tarball] = out.glob("selfheal-core-*.tar.gz")
     dest = tmp_path_factory.mktemp("collections")
-    inst = _run(str(BIN / "ansible-galaxy"), "collection", "install", "--offline", "-p", str(dest), str(tarball))
+    # Only `dest` is searched, or ansible-galaxy finds this checkout's link and installs nothing.
+    inst = _run(str(BIN / "ansible-galaxy"), "collection", "install", "--offline", "--force", "-p", str(dest),
+                str(tarball), env={"ANSIBLE_COLLECTIONS_PATH": str(dest)})
     assert inst.returncode == 0, inst.stderr
+    assert (dest / "ansible_collections" / "selfheal" / "core" / "MANIFEST.json").exists(), inst.stdout
     yield tarball, dest
 
 

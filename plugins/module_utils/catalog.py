@@ -1,0 +1,243 @@
+# Copyright: selfheal.core contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The catalog (which incident type a signal is) and the topology (what depends on what).
+
+Both are YAML files written by people, so every error names the file, the
+path inside it and the key at fault, e.g.
+``catalog.yml: incident_types[2].match[0].labels.alertname: must be a string``.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.selfheal.core.plugins.module_utils.signals import Signal
+
+yaml: Any
+try:
+    import yaml
+except ImportError:  # pragma: no cover - PyYAML ships with ansible-core
+    yaml = None
+
+MODES = ("observe", "propose", "auto")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class PolicyFileError(ValueError):
+    """A catalog or topology file that cannot be used; the message names file, path and key."""
+
+
+def _fail(source: str, path: str, message: str) -> PolicyFileError:
+    return PolicyFileError(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+
+
+def load_yaml(path: str) -> Any:
+    if yaml is None:  # pragma: no cover
+        raise PolicyFileError(f"{path}: PyYAML is required to read it")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise PolicyFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise PolicyFileError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyFileError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _mapping(value: Any, source: str, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(source, path, f"must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise _fail(source, path, f"keys must be strings, got {key!r}")
+    return value
+
+
+def _unknown(value: Mapping[str, Any], allowed: set[str], source: str, path: str) -> None:
+    extra = sorted(set(value) - allowed)
+    if extra:
+        where = f"{path}.{extra[0]}" if path else extra[0]
+        raise _fail(source, where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _string_map(value: Any, source: str, path: str) -> dict[str, str]:
+    out = {}
+    for key, val in _mapping(value, source, path).items():
+        if not isinstance(val, str):
+            raise _fail(source, f"{path}.{key}", f"must be a string, got {type(val).__name__}")
+        out[key] = val
+    return out
+
+
+# --------------------------------------------------------------------------- catalog
+
+@dataclass(frozen=True)
+class Matcher:
+    """One match rule: every listed label equals (or fully matches) its value."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    labels_re: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    source: str | None = None
+
+    def matches(self, signal: Signal) -> bool:
+        if self.source is not None and signal.source != self.source:
+            return False
+        if any(signal.labels.get(key) != want for key, want in self.labels.items()):
+            return False
+        return all(pattern.fullmatch(signal.labels.get(key, "")) is not None
+                   for key, pattern in self.labels_re.items())
+
+
+@dataclass(frozen=True)
+class IncidentType:
+    name: str
+    match: tuple[Matcher, ...]
+    playbook: str | None = None
+    mode: str = "observe"
+    description: str = ""
+    never_automate: bool = False
+
+
+@dataclass(frozen=True)
+class Catalog:
+    types: tuple[IncidentType, ...]
+    source: str = "<catalog>"
+
+    def classify(self, signal: Signal) -> IncidentType | None:
+        """The first incident type whose match rules take the signal, in file order."""
+        for itype in self.types:
+            if any(m.matches(signal) for m in itype.match):
+                return itype
+        return None
+
+    def get(self, name: str) -> IncidentType | None:
+        return next((t for t in self.types if t.name == name), None)
+
+
+_TYPE_KEYS = {"name", "match", "playbook", "mode", "description", "never_automate"}
+
+
+def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
+    root = _mapping(data, source, "")
+    _unknown(root, {"version", "incident_types"}, source, "")
+    if root.get("version", 1) != 1:
+        raise _fail(source, "version", f"unsupported version {root.get('version')!r}; this release reads 1")
+    entries = root.get("incident_types")
+    if not isinstance(entries, list) or not entries:
+        raise _fail(source, "incident_types", "must be a non-empty list of incident types")
+    types: list[IncidentType] = []
+    for i, entry in enumerate(entries):
+        path = f"incident_types[{i}]"
+        item = _mapping(entry, source, path)
+        _unknown(item, _TYPE_KEYS, source, path)
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise _fail(source, f"{path}.name", "must be a lower-case identifier (a-z, 0-9, _), e.g. service_down")
+        if any(t.name == name for t in types):
+            raise _fail(source, f"{path}.name", f"duplicate incident type {name!r}")
+        mode = item.get("mode", "observe")
+        if mode not in MODES:
+            raise _fail(source, f"{path}.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+        playbook = item.get("playbook")
+        if playbook is not None and (not isinstance(playbook, str) or not playbook):
+            raise _fail(source, f"{path}.playbook",
+                        "must be a playbook name, e.g. selfheal.core.remediate_service_down")
+        never = item.get("never_automate", False)
+        if not isinstance(never, bool):
+            raise _fail(source, f"{path}.never_automate", "must be true or false")
+        if mode != "observe" and playbook is None:
+            raise _fail(source, f"{path}.playbook", f"mode {mode} needs a playbook to run")
+        description = item.get("description", "")
+        if not isinstance(description, str):
+            raise _fail(source, f"{path}.description", "must be a string")
+        rules = item.get("match")
+        if not isinstance(rules, list) or not rules:
+            raise _fail(source, f"{path}.match", "must be a non-empty list of match rules")
+        matchers = tuple(_parse_matcher(rule, source, f"{path}.match[{j}]") for j, rule in enumerate(rules))
+        types.append(IncidentType(name, matchers, playbook, mode, description, never))
+    return Catalog(tuple(types), source)
+
+
+def _parse_matcher(rule: Any, source: str, path: str) -> Matcher:
+    item = _mapping(rule, source, path)
+    _unknown(item, {"labels", "labels_re", "source"}, source, path)
+    if not item:
+        raise _fail(source, path, "an empty match rule would match every signal; name at least one label")
+    labels = _string_map(item.get("labels", {}), source, f"{path}.labels")
+    patterns = {}
+    for key, text in _string_map(item.get("labels_re", {}), source, f"{path}.labels_re").items():
+        try:
+            patterns[key] = re.compile(text)
+        except re.error as exc:
+            raise _fail(source, f"{path}.labels_re.{key}", f"not a valid regular expression: {exc}") from None
+    src = item.get("source")
+    if src is not None and not isinstance(src, str):
+        raise _fail(source, f"{path}.source", "must be a string")
+    return Matcher(labels, patterns, src)
+
+
+def load_catalog(path: str) -> Catalog:
+    return parse_catalog(load_yaml(path), path)
+
+
+# --------------------------------------------------------------------------- topology
+
+@dataclass(frozen=True)
+class Topology:
+    """Which services depend on which, and which services run on which hosts."""
+
+    depends_on: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    source: str = "<topology>"
+
+    def upstream(self, service: str | None) -> tuple[str, ...]:
+        """Every service `service` depends on, nearest first (breadth first)."""
+        if not service:
+            return ()
+        seen: list[str] = []
+        frontier = list(self.depends_on.get(service, ()))
+        while frontier:
+            nxt = frontier.pop(0)
+            if nxt not in seen:
+                seen.append(nxt)
+                frontier.extend(self.depends_on.get(nxt, ()))
+        return tuple(seen)
+
+    def top(self, service: str | None) -> str | None:
+        """The farthest upstream service (the likeliest root of a cascade), or None."""
+        chain = self.upstream(service)
+        return chain[-1] if chain else None
+
+
+def parse_topology(data: Any, source: str = "<topology>") -> Topology:
+    root = _mapping(data, source, "")
+    _unknown(root, {"version", "services"}, source, "")
+    services = _mapping(root.get("services", {}), source, "services")
+    depends: dict[str, tuple[str, ...]] = {}
+    hosts: dict[str, tuple[str, ...]] = {}
+    for name, spec in services.items():
+        path = f"services.{name}"
+        item = _mapping(spec if spec is not None else {}, source, path)
+        _unknown(item, {"depends_on", "hosts", "description"}, source, path)
+        for key in ("depends_on", "hosts"):
+            value = item.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise _fail(source, f"{path}.{key}", "must be a list of names")
+        depends[name] = tuple(item.get("depends_on", []))
+        hosts[name] = tuple(item.get("hosts", []))
+    for name, deps in depends.items():
+        for j, dep in enumerate(deps):
+            if dep not in depends:
+                raise _fail(source, f"services.{name}.depends_on[{j}]", f"unknown service {dep!r}")
+    topo = Topology(depends, hosts, source)
+    for name in depends:
+        if name in topo.upstream(name):
+            raise _fail(source, f"services.{name}.depends_on", f"dependency cycle through {name!r}")
+    return topo
+
+
+def load_topology(path: str) -> Topology:
+    return parse_topology(load_yaml(path), path)
