@@ -10,7 +10,7 @@ COLL_ROOT := $(CURDIR)/.build/collections
 COLL_LINK := $(COLL_ROOT)/ansible_collections/selfheal/core
 SANITY_DIR := $(CURDIR)/.build/sanity/ansible_collections/selfheal/core
 APT_PACKAGES := prometheus prometheus-alertmanager openssh-server openssh-client nginx-light \
-	postgresql iproute2 util-linux procps curl default-jdk-headless
+	prometheus-postgres-exporter postgresql iproute2 util-linux procps curl default-jdk-headless
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export PATH := $(BIN):$(PATH)

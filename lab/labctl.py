@@ -46,6 +46,8 @@ SERVICES = REPO / "lab" / "services"
 DEMO_PORT = 8080
 NGINX_PORT = 80
 PG_PORT = 5432
+PG_EXPORTER_PORT = 9187
+SERVICE_ORDER = ("postgres", "pg_exporter", "demo", "nginx")  # start order: dependencies first
 SSH_PORT = 22
 
 
@@ -103,10 +105,11 @@ class Config:
         raise LabError(f"no lab host named {name!r}; hosts are {[h.name for h in self.hosts]}")
 
 
-def load_config() -> Config:
+def load_config(fresh: bool = False) -> Config:
+    """The saved settings of the lab (so every command agrees), or new ones from the environment."""
     lab_dir = os.environ.get("SELFHEAL_LAB_DIR") or str(REPO / ".lab")
     saved = Path(lab_dir, "lab.json")
-    if saved.exists() and not os.environ.get("SELFHEAL_LAB_RECONFIGURE"):
+    if saved.exists() and not fresh:
         data = json.loads(saved.read_text())
         data["hosts"] = [Host(**h) for h in data["hosts"]]
         return Config(**data)
@@ -131,7 +134,7 @@ def load_config() -> Config:
             services.append("nginx")
         if i == count:
             groups.append("db")
-            services.append("postgres")
+            services.extend(["postgres", "pg_exporter"])
         hosts.append(Host(f"h{i}", f"{subnet}.{10 + i}", groups, services))
     return Config(lab_dir, port_base, subnet, hosts)
 
@@ -161,6 +164,7 @@ _REQUIRED = {
     "sshd": "openssh-server",
     "prometheus": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
+    "prometheus-postgres-exporter": "prometheus-postgres-exporter",
     "nginx": "nginx-light",
     "python3": "python3",
 }
@@ -263,6 +267,7 @@ def _alive(cfg: Config, name: str) -> int | None:
 def _spawn(cfg: Config, name: str, cmd: list[str], netns: str | None = None,
            user: str | None = None, env: dict[str, str] | None = None, marker: str | None = None) -> int:
     """Start `cmd` detached from this process, log to log/<name>.log, record its pid."""
+    program = os.path.basename(cmd[0])
     if user:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
     if netns:
@@ -279,9 +284,13 @@ def _spawn(cfg: Config, name: str, cmd: list[str], netns: str | None = None,
         log.close()
     marker = marker or cmd[-1]
     _pidfile(cfg, name).write_text(f"{proc.pid}\n{marker}\n")
-    # Until the child has exec'd, /proc shows this process's command line.
+    # Until the child has exec'd the program itself (through ip netns exec and
+    # setpriv), /proc shows another command line, or none for an instant.
     deadline = time.monotonic() + 5
-    while marker not in _cmdline(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+    while proc.poll() is None and time.monotonic() < deadline:
+        line = _cmdline(proc.pid)
+        if marker in line and os.path.basename(line.split(" ", 1)[0]).startswith(program):
+            break
         time.sleep(0.01)
     return proc.pid
 
@@ -422,10 +431,12 @@ def ssh_up(cfg: Config) -> None:
 def _service_spec(cfg: Config, host: Host, service: str) -> dict[str, object]:
     hdir = cfg.path("hosts", host.name)
     if service == "demo":
+        db = next((h for h in cfg.hosts if "postgres" in h.services), None)
+        dependency = ["--dependency", f"{db.address}:{PG_PORT}"] if db is not None else []
         return {
             "cmd": [sys.executable, str(SERVICES / "demo_service.py"), "--host-name", host.name,
-                    "--listen", f"{host.address}:{DEMO_PORT}"],
-            "ready": lambda: _http_ok(f"http://{host.address}:{DEMO_PORT}/healthz"),
+                    "--listen", f"{host.address}:{DEMO_PORT}", *dependency],
+            "ready": lambda: _http_ok(f"http://{host.address}:{DEMO_PORT}/"),
             "marker": f"{host.address}:{DEMO_PORT}",
         }
     if service == "nginx":
@@ -451,6 +462,17 @@ def _service_spec(cfg: Config, host: Host, service: str) -> dict[str, object]:
             "user": "postgres",
             "ready": lambda: _tcp_ok(host.address, PG_PORT),
             "marker": str(datadir),
+        }
+    if service == "pg_exporter":
+        password = cfg.path("postgres_password").read_text().strip()
+        return {
+            "cmd": [_which("prometheus-postgres-exporter") or "prometheus-postgres-exporter",
+                    f"--web.listen-address={host.address}:{PG_EXPORTER_PORT}"],
+            "env": {"DATA_SOURCE_NAME": f"postgresql://postgres:{password}@{host.address}:{PG_PORT}/postgres"
+                                        "?sslmode=disable"},
+            "user": "postgres",
+            "ready": lambda: _http_ok(f"http://{host.address}:{PG_EXPORTER_PORT}/metrics", timeout=3),
+            "marker": f"{host.address}:{PG_EXPORTER_PORT}",
         }
     raise LabError(f"unknown service {service!r} on {host.name}; it runs {host.services}")
 
@@ -499,8 +521,11 @@ def _pg_init(cfg: Config, pg_bin: Path, datadir: Path) -> None:
         fh.write(f"host all all {cfg.subnet}.0/24 scram-sha-256\n")
 
 
-def service(cfg: Config, host: Host, action: str, service_name: str) -> int:
-    """Service manager of a lab host: start | stop | restart | status | kill. Exit codes follow LSB."""
+def service(cfg: Config, host: Host, action: str, service_name: str, quiet: bool = False) -> int:
+    """Service manager of a lab host: start | stop | restart | status | kill. Exit codes follow LSB.
+
+    With quiet, stop returns 0 only when it stopped something (for `down`'s report).
+    """
     if service_name not in host.services:
         raise LabError(f"{host.name} runs no service {service_name!r}; it runs {host.services}")
     name = f"{host.name}-{service_name}"
@@ -509,8 +534,12 @@ def service(cfg: Config, host: Host, action: str, service_name: str) -> int:
         print(json.dumps({"host": host.name, "service": service_name, "running": pid is not None, "pid": pid}))
         return 0 if pid else 3
     if action in ("stop", "kill", "restart"):
-        _stop(cfg, name, signal.SIGKILL if action == "kill" else signal.SIGTERM)
+        # PostgreSQL takes SIGTERM as "wait for every client": SIGINT is its fast shutdown.
+        polite = signal.SIGINT if service_name == "postgres" else signal.SIGTERM
+        was_running = _stop(cfg, name, signal.SIGKILL if action == "kill" else polite)
         if action != "restart":
+            if quiet:
+                return 0 if was_running else 3
             print(json.dumps({"host": host.name, "service": service_name, "running": False}))
             return 0
     if action in ("start", "restart"):
@@ -518,7 +547,7 @@ def service(cfg: Config, host: Host, action: str, service_name: str) -> int:
         if pid is None:
             spec = _service_spec(cfg, host, service_name)
             pid = _spawn(cfg, name, spec["cmd"], netns=host.netns, user=spec.get("user"),  # type: ignore[arg-type]
-                         marker=spec["marker"])  # type: ignore[arg-type]
+                         marker=spec["marker"], env=spec.get("env"))  # type: ignore[arg-type]
             _wait(f"{service_name} on {host.name}", spec["ready"], 30, cfg.path("log", f"{name}.log"),
                   process=(cfg, name))
         print(json.dumps({"host": host.name, "service": service_name, "running": True, "pid": pid}))
@@ -542,6 +571,9 @@ def _prometheus_config(cfg: Config) -> None:
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{cfg.ports['alertmanager']}"]}]}]},
         "scrape_configs": [
             {"job_name": "demo", "static_configs": demo_targets},
+            {"job_name": "postgres", "static_configs": [
+                {"targets": [f"{h.address}:{PG_EXPORTER_PORT}"], "labels": {"host": h.name, "service": "postgres"}}
+                for h in cfg.hosts if "pg_exporter" in h.services]},
             {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{cfg.ports['prometheus']}"]}]},
         ],
     }
@@ -580,6 +612,8 @@ def monitoring_up(cfg: Config) -> None:
                                "--out", str(cfg.path("notifications.jsonl"))])
     _prometheus_config(cfg)
     if _alive(cfg, "prometheus") is None:
+        # A fresh TSDB each start: old samples would replay alerts of a lab that is gone.
+        shutil.rmtree(cfg.path("prometheus", "data"), ignore_errors=True)
         _spawn(cfg, "prometheus", [
             _which("prometheus") or "prometheus",
             f"--config.file={cfg.path('prometheus', 'prometheus.yml')}",
@@ -616,6 +650,12 @@ def write_inventory(cfg: Config) -> Path:
         h.name: {
             "ansible_host": h.address,
             "selfheal_health_url": f"http://{h.address}:{DEMO_PORT}/healthz",
+            "selfheal_health_urls": {svc: url for svc, url in {
+                "demo": f"http://{h.address}:{DEMO_PORT}/healthz",
+                "nginx": f"http://{h.address}:{NGINX_PORT}/nginx_status",
+                "postgres": f"tcp://{h.address}:{PG_PORT}",
+                "pg_exporter": f"http://{h.address}:{PG_EXPORTER_PORT}/metrics",
+            }.items() if svc in h.services},
         }
         for h in cfg.hosts
     }
@@ -695,7 +735,14 @@ def daemon(cfg: Config, action: str) -> int:
         raise LabError(f"port {port} (rulebook event source) is already in use: stop that process or set "
                        "SELFHEAL_LAB_PORT_BASE")
     varsfile = cfg.path("rulebook_vars.yml")
-    varsfile.write_text(json.dumps({"selfheal_source_host": "127.0.0.1", "selfheal_source_port": port}))
+    varsfile.write_text(json.dumps({
+        "selfheal_source_host": "127.0.0.1",
+        "selfheal_source_port": port,
+        "selfheal_catalog": str(REPO / "rulebooks" / "catalog.yml"),
+        "selfheal_topology": str(REPO / "rulebooks" / "topology.yml"),
+        "selfheal_state_path": str(cfg.path("store.db")),
+        "selfheal_group_wait": 1.0,
+    }))
     _spawn(cfg, "rulebook", [
         str(rulebook_bin), "--rulebook", str(REPO / "rulebooks" / "self_healing.yml"),
         "--inventory", str(cfg.path("inventory.yml")), "--vars", str(varsfile), "--verbose",
@@ -717,9 +764,11 @@ def up(cfg: Config) -> int:
     network_up(cfg)
     _say("ssh: keys and sshd in every host")
     ssh_up(cfg)
-    for host in cfg.hosts:
-        for svc in host.services:
-            service(cfg, host, "start", svc)
+    # Dependencies first: the database, then what uses it.
+    for svc in SERVICE_ORDER:
+        for host in cfg.hosts:
+            if svc in host.services:
+                service(cfg, host, "start", svc)
     _say("monitoring: notify sink, prometheus, alertmanager")
     monitoring_up(cfg)
     inv = write_inventory(cfg)
@@ -732,7 +781,7 @@ def status(cfg: Config) -> int:
     for host in cfg.hosts:
         rows.append((f"{host.name} sshd", f"{host.address}:{SSH_PORT}", _tcp_ok(host.address, SSH_PORT)))
         for svc in host.services:
-            port = {"demo": DEMO_PORT, "nginx": NGINX_PORT, "postgres": PG_PORT}[svc]
+            port = {"demo": DEMO_PORT, "nginx": NGINX_PORT, "postgres": PG_PORT, "pg_exporter": PG_EXPORTER_PORT}[svc]
             ok = _alive(cfg, f"{host.name}-{svc}") is not None and _tcp_ok(host.address, port)
             rows.append((f"{host.name} {svc}", f"{host.address}:{port}", ok))
     ports = cfg.ports
@@ -752,10 +801,11 @@ def down(cfg: Config) -> int:
     stopped = []
     if _stop(cfg, "rulebook", grace=15):
         stopped.append("rulebook")
-    for host in cfg.hosts:
-        for svc in host.services:
-            if _stop(cfg, f"{host.name}-{svc}"):
+    for svc in reversed(SERVICE_ORDER):  # users of a service before the service
+        for host in cfg.hosts:
+            if svc in host.services and service(cfg, host, "stop", svc, quiet=True) == 0:
                 stopped.append(f"{host.name}-{svc}")
+    for host in cfg.hosts:
         if _stop(cfg, f"{host.name}-sshd"):
             stopped.append(f"{host.name}-sshd")
     for name in ("alertmanager", "prometheus", "notify"):
@@ -774,6 +824,8 @@ def main(argv: list[str]) -> int:
     try:
         cfg = load_config()
         if cmd == "up":
+            if not any(_alive(cfg, p.stem) for p in cfg.path("run").glob("*.pid")):
+                cfg = load_config(fresh=True)  # nothing runs: take the settings anew
             return up(cfg)
         if cmd == "status":
             return status(cfg)

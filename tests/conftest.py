@@ -81,6 +81,8 @@ def _lab_env() -> dict[str, str]:
 def lab() -> Iterator[Lab]:
     """The lab, brought up if it is not (the lab needs root: `make test` runs as root)."""
     env = _lab_env()
+    was_up = subprocess.run([sys.executable, str(REPO / "lab" / "labctl.py"), "status"], capture_output=True,
+                            check=False, env=env, timeout=60).returncode == 0
     # A known state: no daemon reacting to what the integration tests break on purpose.
     # The end-to-end tests start it (fixture `daemon`); `make test` runs them last.
     subprocess.run([sys.executable, str(REPO / "lab" / "labctl.py"), "daemon", "stop"], capture_output=True,
@@ -93,6 +95,8 @@ def lab() -> Iterator[Lab]:
     for host in the_lab.cfg.hosts:  # every host's demo service running, whatever an earlier test did
         the_lab.svc(host.name, "start")
     yield the_lab
+    if not was_up:  # leave the machine as the tests found it
+        the_lab.labctl("down")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 Endpoints:
   /          a greeting naming the host
-  /healthz   200 {"status": "ok"} while healthy, 503 while a fault is injected
+  /healthz   200 {"status": "ok"} while healthy, 503 while a fault is injected or
+             while its dependency (--dependency host:port, the database) does not answer
   /metrics   Prometheus text format: demo_up, demo_healthy, demo_requests_total
   /fault     POST ?healthy=0|1 flips the health state (chaos for later scenarios)
 
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,12 +29,37 @@ logger = logging.getLogger("demo_service")
 
 
 class _State:
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, dependency: str | None) -> None:
         self.host = host
         self.healthy = True
         self.requests = 0
         self.started = time.time()
         self.lock = threading.Lock()
+        self.dependency = dependency
+        self._dep_checked = 0.0
+        self._dep_up = True
+
+    def dependency_up(self) -> bool:
+        """Whether the dependency accepts TCP connections (checked at most twice a second)."""
+        if self.dependency is None:
+            return True
+        now = time.monotonic()
+        if now - self._dep_checked >= 0.5:
+            address, port = self.dependency.rsplit(":", 1)
+            try:
+                with socket.create_connection((address, int(port)), timeout=0.3):
+                    self._dep_up = True
+            except OSError:
+                self._dep_up = False
+            self._dep_checked = now
+        return self._dep_up
+
+    def status(self) -> tuple[bool, str]:
+        if not self.healthy:
+            return False, "fault injected"
+        if not self.dependency_up():
+            return False, f"dependency {self.dependency} does not answer"
+        return True, "ok"
 
 
 def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
@@ -55,10 +82,11 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 state.requests += 1
             path = urlparse(self.path).path
             if path == "/healthz":
-                if state.healthy:
+                ok, why = state.status()
+                if ok:
                     self._send(200, json.dumps({"status": "ok", "host": state.host}))
                 else:
-                    self._send(503, json.dumps({"status": "unhealthy", "host": state.host}))
+                    self._send(503, json.dumps({"status": "unhealthy", "reason": why, "host": state.host}))
             elif path == "/metrics":
                 lines = [
                     "# HELP demo_up 1 while the demo service process runs.",
@@ -66,7 +94,10 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                     "demo_up 1",
                     "# HELP demo_healthy 1 while /healthz answers 200.",
                     "# TYPE demo_healthy gauge",
-                    f"demo_healthy {1 if state.healthy else 0}",
+                    f"demo_healthy {1 if state.status()[0] else 0}",
+                    "# HELP demo_dependency_up 1 while the dependency answers (1 when there is none).",
+                    "# TYPE demo_dependency_up gauge",
+                    f"demo_dependency_up {1 if state.dependency_up() else 0}",
                     "# HELP demo_requests_total Requests served.",
                     "# TYPE demo_requests_total counter",
                     f"demo_requests_total {state.requests}",
@@ -99,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host-name", required=True, help="lab host name, e.g. h1")
     parser.add_argument("--listen", required=True, help="address:port to bind")
+    parser.add_argument("--dependency", help="address:port of a TCP service this one needs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     address, port = args.listen.rsplit(":", 1)
-    state = _State(args.host_name)
+    state = _State(args.host_name, args.dependency)
     server = LabHTTPServer((address, int(port)), _handler(state))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     logger.info("demo service on %s for %s (pid %d)", args.listen, args.host_name, os.getpid())

@@ -64,6 +64,7 @@ class Incident:
     first_seen: float
     due: float
     signals: dict[str, str] = field(default_factory=dict)  # fingerprint -> firing | resolved
+    starts: dict[str, str | None] = field(default_factory=dict)  # fingerprint -> starts_at of its episode
     symptoms: dict[str, int] = field(default_factory=dict)  # target name -> signals
     severity: str = "none"
     duplicates: int = 0
@@ -142,7 +143,8 @@ class Correlator:
         events: list[dict[str, Any]] = []
         known = self.incidents.get(self.by_fingerprint.get(signal.fingerprint, ""))
         if known is not None and known.state not in OPEN_STATES:
-            if signal.status == "resolved":
+            if signal.status == "resolved" or known.starts.get(signal.fingerprint) == signal.starts_at:
+                # a re-sent resolved, or a late retry of the firing notification of the same episode
                 known.duplicates += 1
                 self.stats.duplicates += 1
                 return events
@@ -190,6 +192,7 @@ class Correlator:
 
     def _attach(self, incident: Incident, signal: Signal) -> None:
         incident.signals[signal.fingerprint] = signal.status
+        incident.starts[signal.fingerprint] = signal.starts_at
         self.by_fingerprint[signal.fingerprint] = incident.id
         if _target_key(signal) != incident.root_key:
             name = signal.target.name
@@ -239,6 +242,7 @@ class Correlator:
     def _merge(self, child: Incident, root: Incident, now: float) -> list[dict[str, Any]]:
         for fp, status in child.signals.items():
             root.signals[fp] = status
+            root.starts[fp] = child.starts.get(fp)
             self.by_fingerprint[fp] = root.id
         if not child.inferred:
             name = child.root.get("name", child.root_key)
@@ -251,7 +255,7 @@ class Correlator:
         root.dirty = root.announced
         announced = child.announced
         child.state, child.merged_into, child.finished_at = "suppressed", root.id, now
-        child.signals = {}
+        child.signals, child.starts = {}, {}
         return [self._event("incident_suppressed", child, now)] if announced else []
 
     # ------------------------------------------------------------------ time
@@ -314,6 +318,7 @@ class Correlator:
         inc = self.incidents.get(self.by_fingerprint.pop(fingerprint, ""))
         if inc is not None:
             inc.signals.pop(fingerprint, None)
+            inc.starts.pop(fingerprint, None)
 
     def _evict(self, now: float) -> None:
         finished = [i for i in self.incidents.values()

@@ -6,12 +6,14 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: probe
-short_description: Verify that an HTTP endpoint is healthy, waiting up to a timeout
+short_description: Verify that an HTTP or TCP endpoint is healthy, waiting up to a timeout
 version_added: 0.1.0
 description:
   - Requests O(url) every O(interval) seconds until it answers with one of
     O(status_codes) (and, if set, a body containing O(body_contains))
     O(healthy_streak) times in a row, or until O(timeout) seconds have passed.
+  - A C(tcp://host:port) URL is healthy when a TCP connection is accepted,
+    for services that speak no HTTP (databases, brokers).
   - This is the verification step of every remediation. An action that is not
     verified healthy counts as failed.
   - The probe only reads, so it runs in check mode too.
@@ -20,7 +22,7 @@ author:
 options:
   url:
     description:
-      - The health endpoint, http or https.
+      - The health endpoint, C(http://), C(https://) or C(tcp://host:port).
     type: str
     required: true
   status_codes:
@@ -123,7 +125,9 @@ body:
   sample: '{"status": "ok"}'
 """
 
+import socket
 import time
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
@@ -134,6 +138,13 @@ _BODY_KEEP = 1024
 def _attempt(url: str, codes: list[int], body_contains: str | None, request_timeout: float,
              validate_certs: bool) -> tuple[bool, int | None, str, str | None]:
     """One request: (healthy, status, body, why unhealthy)."""
+    if url.startswith("tcp://"):
+        parts = urlsplit(url)
+        try:
+            with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=request_timeout):
+                return True, None, "", None
+        except OSError as exc:
+            return False, None, "", f"no answer: {exc}"
     status: int | None = None
     body = ""
     try:
@@ -175,8 +186,10 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    if not p["url"].startswith(("http://", "https://")):
-        module.fail_json(msg=f"url must start with http:// or https://, got {p['url']!r}")
+    if not p["url"].startswith(("http://", "https://", "tcp://")):
+        module.fail_json(msg=f"url must start with http://, https:// or tcp://, got {p['url']!r}")
+    if p["url"].startswith("tcp://") and (urlsplit(p["url"]).port is None or not urlsplit(p["url"]).hostname):
+        module.fail_json(msg=f"a tcp:// url needs a host and a port, got {p['url']!r}")
     if p["timeout"] < 0 or p["interval"] <= 0 or p["request_timeout"] <= 0 or p["healthy_streak"] < 1:
         module.fail_json(msg="timeout must be >= 0, interval and request_timeout > 0, healthy_streak >= 1")
 

@@ -68,10 +68,11 @@ def test_resolved_alert_triggers_no_action(daemon: Lab) -> None:
     assert rec.outcome == "healed"
     healed_at = rec.at("verified_healthy")
     pid = lab.pid(target)
-    # Alertmanager sends the resolved notification within its group interval (5 s in the lab).
+    # Alertmanager sends the resolved notification within its group interval (5 s in the lab);
+    # the correlator turns it into incident_resolved, which the rulebook only logs.
     resolved_seen = wait_for(
         "the resolved notification in the daemon's log",
-        lambda: "resolved: ServiceDown on demo@h3" in log.read_bytes()[log_start:].decode(errors="replace"),
+        lambda: "incident_resolved: service_down" in log.read_bytes()[log_start:].decode(errors="replace"),
         60,
     )
     assert resolved_seen

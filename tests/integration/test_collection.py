@@ -9,17 +9,20 @@ import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from conftest import REPO
 
-from ansible_collections.selfheal.core.extensions.eda.plugins.event_source import alertmanager
+from ansible_collections.selfheal.core.extensions.eda.plugins.event_source import alertmanager, webhook
+from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import COMMON_ARGS
 
 BIN = Path(sys.executable).parent
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py"))
 ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if p.is_dir())
-SOURCES = sorted(p for p in (REPO / "extensions" / "eda" / "plugins" / "event_source").glob("*.py"))
+SOURCES = sorted(p for p in (REPO / "extensions" / "eda" / "plugins" / "event_source").glob("[!_]*.py"))
+SOURCE_MODULES: dict[str, Any] = {"alertmanager": alertmanager, "webhook": webhook}
 
 
 def _run(*cmd: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -109,12 +112,12 @@ def test_event_source_documentation_matches_its_arguments(source: Path) -> None:
     assert doc["short_description"] and doc["description"]
     rulebook = yaml.safe_load(docs["EXAMPLES"])
     assert rulebook[0]["sources"][0].get(f"selfheal.core.{source.stem}") is not None
-    if source.stem == "alertmanager":
-        args = alertmanager._ARGS
-        assert set(doc["options"]) == set(args)
-        for name, (kind, default) in args.items():
-            assert doc["options"][name]["type"] == {str: "str", int: "int", bool: "bool"}[kind], name
-            assert doc["options"][name]["default"] == default, name
+    module = SOURCE_MODULES[source.stem]
+    args = {**COMMON_ARGS, **module._ARGS}
+    assert set(doc["options"]) == set(args)
+    for name, (kind, default, _secret) in args.items():
+        assert doc["options"][name]["type"] == {str: "str", int: "int", bool: "bool", float: "float"}[kind], name
+        assert doc["options"][name].get("default") == default, name
 
 
 def test_rulebook_and_playbooks_resolve_from_the_installed_collection(installed: tuple[Path, Path]) -> None:

@@ -1,54 +1,65 @@
 # Copyright: selfheal.core contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Receive Alertmanager webhooks and emit one normalized event per alert."""
+"""Receive Alertmanager webhooks; emit normalized signals, or incidents when correlating."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 try:
-    from ansible_collections.selfheal.core.plugins.module_utils.signals import (
-        SignalError,
-        from_alertmanager,
-        get_path,
-        strip_port,
-    )
+    from ansible_collections.selfheal.core.plugins.module_utils.signals import SignalError
 except ImportError:
     # ansible-rulebook runs this file by path and does not put the collection
     # root on sys.path: add the directory that holds ansible_collections/.
     sys.path.append(str(Path(__file__).absolute().parents[7]))
-    from ansible_collections.selfheal.core.plugins.module_utils.signals import (
-        SignalError,
-        from_alertmanager,
-        get_path,
-        strip_port,
-    )
+
+from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import (
+    Refused,
+    parse_args,
+    serve,
+)
+from ansible_collections.selfheal.core.plugins.module_utils.catalog import (
+    PolicyFileError,
+    load_catalog,
+    load_topology,
+)
+from ansible_collections.selfheal.core.plugins.module_utils.correlation import Correlator
+from ansible_collections.selfheal.core.plugins.module_utils.signals import (
+    SignalError,
+    from_alertmanager,
+    get_path,
+    strip_port,
+)
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
 
 DOCUMENTATION = r"""
 ---
-short_description: Receive alerts from Alertmanager and emit normalized signals.
+short_description: Receive alerts from Alertmanager; emit normalized signals or correlated incidents.
 description:
   - An ansible-rulebook event source that receives Alertmanager webhook
-    notifications (or those of a compatible system) over HTTP.
-  - Every alert becomes one event that carries the stock
+    notifications (or those of a compatible system) over HTTP or HTTPS.
+  - Without O(correlate), every alert becomes one event that carries the stock
     C(ansible.eda.alertmanager) fields C(alert) and C(meta.hosts), plus
     C(signal), the alert normalized to the selfheal.core Signal schema
     (source, fingerprint, status, name, severity, target, labels,
-    annotations, starts_at, received_at).
+    annotations, starts_at, received_at, episode).
+  - With O(correlate), alerts are deduplicated by fingerprint and grouped into
+    incidents, one per root cause (see O(catalog) and O(topology)); the events
+    are C(incident_opened) once, C(incident_updated) at a bounded rate,
+    C(incident_resolved) when every signal has resolved, and
+    C(incident_suppressed) when a root cause claims an announced incident.
+    Each carries C(kind), C(incident) and C(signal) (the root signal).
   - The request is answered 202 as soon as the alerts are in a bounded buffer;
     Alertmanager never waits for playbooks. When the buffer is full the
     answer is 503 with Retry-After, so Alertmanager retries and nothing is
     dropped silently.
-  - A malformed payload is refused whole with 400 and the reason; an oversize
-    body gets 413. Request headers are never copied into events.
+  - A malformed payload is refused whole with 400 and the reason, an oversize
+    body gets 413, bad credentials 401. Request headers and secrets are never
+    copied into events or logs.
 options:
   host:
     description:
@@ -60,6 +71,39 @@ options:
       - TCP port to listen on.
     type: int
     default: 5000
+  token:
+    description:
+      - Bearer token the sender must present in its C(Authorization) header,
+        at least 16 characters; compared in constant time.
+      - In Alertmanager, C(http_config.authorization.credentials) of the webhook receiver.
+    type: str
+  hmac_secret:
+    description:
+      - Secret of HMAC-SHA256 body signatures, at least 16 characters. When set, every request needs
+        O(hmac_timestamp_header) (Unix time) and O(hmac_header) (C(sha256=) and the hex HMAC of the
+        timestamp, a dot and the body).
+    type: str
+  hmac_header:
+    description: Header that carries the signature.
+    type: str
+    default: X-Selfheal-Signature
+  hmac_timestamp_header:
+    description: Header that carries the signed Unix time.
+    type: str
+    default: X-Selfheal-Timestamp
+  hmac_max_age:
+    description: Seconds a signed request stays valid, against replays.
+    type: int
+    default: 300
+  certfile:
+    description: PEM certificate (chain) of the server; enables HTTPS.
+    type: str
+  keyfile:
+    description: PEM private key of O(certfile).
+    type: str
+  cafile:
+    description: PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).
+    type: str
   data_alerts_path:
     description:
       - Path of the alert list in the payload; an empty string treats the whole payload as one alert.
@@ -79,7 +123,7 @@ options:
   skip_original_data:
     description:
       - When false, the whole payload is emitted as one more event (C(payload), C(meta.endpoint))
-        before the per-alert events.
+        before the per-alert events. Ignored with O(correlate).
     type: bool
     default: false
   max_body_bytes:
@@ -89,113 +133,108 @@ options:
     default: 1048576
   buffer_size:
     description:
-      - Events held between the HTTP server and the rulebook. When a payload does not fit,
+      - Alerts held between the HTTP server and the rulebook. When a payload does not fit,
         the request gets 503 with Retry-After.
     type: int
     default: 10000
+  correlate:
+    description:
+      - Emit incidents instead of one event per alert. Needs O(catalog).
+    type: bool
+    default: false
+  catalog:
+    description:
+      - Catalog file (YAML) whose match rules give each incident its type.
+    type: str
+  topology:
+    description:
+      - Topology file (YAML) saying which services depend on which, so that
+        symptoms of a failed dependency join the dependency's incident.
+    type: str
+  group_wait:
+    description:
+      - Seconds an incident of a service with dependencies waits before it is announced,
+        so that a root cause alerting a little later can claim it.
+    type: float
+    default: 3.0
+  update_interval:
+    description:
+      - Least seconds between two C(incident_updated) events of one incident.
+    type: float
+    default: 10.0
+  state_path:
+    description:
+      - SQLite store where the correlator keeps its incidents, so that they
+        survive a restart of the daemon. Without it, a restart forgets them.
+    type: str
 """
 
 EXAMPLES = r"""
-- name: Heal what Alertmanager reports
+- name: Heal what Alertmanager reports, one incident per root cause
   hosts: all
   sources:
     - selfheal.core.alertmanager:
         host: 127.0.0.1
         port: 5000
+        token: "{{ alertmanager_token }}"
+        correlate: true
+        catalog: /etc/selfheal/catalog.yml
+        topology: /etc/selfheal/topology.yml
+        state_path: /var/lib/selfheal/store.db
   rules:
     - name: Restart a service that is down
-      condition: event.signal.status == "firing" and event.signal.name == "ServiceDown"
+      condition: event.kind == "incident_opened" and event.incident.type == "service_down"
       action:
         run_playbook:
           name: selfheal.core.remediate_service_down
 """
 
+PLUGIN = "selfheal.core.alertmanager"
 logger = logging.getLogger(__name__)
 
-_ARGS: dict[str, tuple[type, Any]] = {
-    "host": (str, "127.0.0.1"),
-    "port": (int, 5000),
-    "data_alerts_path": (str, "alerts"),
-    "data_host_path": (str, "labels.instance"),
-    "data_path_separator": (str, "."),
-    "skip_original_data": (bool, False),
-    "max_body_bytes": (int, 1024 * 1024),
-    "buffer_size": (int, 10000),
+_ARGS: dict[str, tuple[type, Any, bool]] = {
+    "data_alerts_path": (str, "alerts", False),
+    "data_host_path": (str, "labels.instance", False),
+    "data_path_separator": (str, ".", False),
+    "skip_original_data": (bool, False, False),
+    "correlate": (bool, False, False),
+    "catalog": (str, None, False),
+    "topology": (str, None, False),
+    "group_wait": (float, 3.0, False),
+    "update_interval": (float, 10.0, False),
+    "state_path": (str, None, False),
 }
 _MAX_ALERTS = 10000
+_STATE_NAME = "alertmanager.correlator"
+_SAVE_EVERY = 1.0
 
 
-@dataclass(frozen=True)
-class _Settings:
-    host: str
-    port: int
-    data_alerts_path: str
-    data_host_path: str
-    data_path_separator: str
-    skip_original_data: bool
-    max_body_bytes: int
-    buffer_size: int
-
-
-def _settings(args: dict[str, Any]) -> _Settings:
-    """Validate the source arguments; ValueError names the argument at fault."""
-    unknown = sorted(set(args) - set(_ARGS))
-    if unknown:
-        raise ValueError(f"selfheal.core.alertmanager: unknown argument(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(_ARGS))}")
-    values: dict[str, Any] = {}
-    for name, (kind, default) in _ARGS.items():
-        value = args.get(name, default)
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"selfheal.core.alertmanager: argument {name} must be an integer, got {value!r}")
-        if kind is bool and not isinstance(value, bool):
-            raise ValueError(f"selfheal.core.alertmanager: argument {name} must be true or false, got {value!r}")
-        if kind is str and not isinstance(value, str):
-            raise ValueError(f"selfheal.core.alertmanager: argument {name} must be a string, got {value!r}")
-        values[name] = value
-    if not 1 <= values["port"] <= 65535:
-        raise ValueError(f"selfheal.core.alertmanager: argument port must be 1-65535, got {values['port']}")
-    if values["max_body_bytes"] < 1024:
-        raise ValueError("selfheal.core.alertmanager: argument max_body_bytes must be at least 1024")
-    if values["buffer_size"] < 1:
-        raise ValueError("selfheal.core.alertmanager: argument buffer_size must be at least 1")
-    if not values["host"]:
-        raise ValueError("selfheal.core.alertmanager: argument host must not be empty")
-    if not values["data_path_separator"]:
-        raise ValueError("selfheal.core.alertmanager: argument data_path_separator must not be empty")
-    return _Settings(**values)
-
-
-class _RefusedError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-def _events(payload: Any, endpoint: str, settings: _Settings, received_at: float) -> list[dict[str, Any]]:
-    """Turn one webhook payload into the events to emit; _RefusedError when malformed."""
-    if settings.data_alerts_path:
-        if not isinstance(payload, dict):
-            raise _RefusedError(400, f"payload must be a JSON object, got {type(payload).__name__}")
-        try:
-            alerts = get_path(payload, settings.data_alerts_path, settings.data_path_separator)
-        except KeyError:
-            raise _RefusedError(400, f"payload has no {settings.data_alerts_path!r}") from None
-        if not isinstance(alerts, list):
-            alerts = [alerts]
-    else:
-        alerts = [payload]
+def _alerts(payload: Any, settings: dict[str, Any]) -> list[Any]:
+    if not settings["data_alerts_path"]:
+        return [payload]
+    if not isinstance(payload, dict):
+        raise Refused(400, f"payload must be a JSON object, got {type(payload).__name__}")
+    try:
+        alerts = get_path(payload, settings["data_alerts_path"], settings["data_path_separator"])
+    except KeyError:
+        raise Refused(400, f"payload has no {settings['data_alerts_path']!r}") from None
+    alerts = alerts if isinstance(alerts, list) else [alerts]
     if len(alerts) > _MAX_ALERTS:
-        raise _RefusedError(413, f"{len(alerts)} alerts in one payload; at most {_MAX_ALERTS}")
+        raise Refused(413, f"{len(alerts)} alerts in one payload; at most {_MAX_ALERTS}")
+    return alerts
+
+
+def _events(payload: Any, endpoint: str, settings: dict[str, Any], received_at: float) -> list[dict[str, Any]]:
+    """One payload to the stock-compatible events (original payload, then one per alert); Refused if bad."""
+    alerts = _alerts(payload, settings)
     events: list[dict[str, Any]] = []
-    if not settings.skip_original_data:
+    if not settings["skip_original_data"] and not settings["correlate"]:
         events.append({"payload": payload, "meta": {"endpoint": endpoint}})
     for index, alert in enumerate(alerts):
         hosts: list[str] = []
-        if settings.data_host_path and isinstance(alert, dict):
+        if settings["data_host_path"] and isinstance(alert, dict):
             try:
-                found = get_path(alert, settings.data_host_path, settings.data_path_separator)
+                found = get_path(alert, settings["data_host_path"], settings["data_path_separator"])
             except KeyError:
                 found = None
             if isinstance(found, str) and found:
@@ -203,84 +242,96 @@ def _events(payload: Any, endpoint: str, settings: _Settings, received_at: float
         try:
             signal = from_alertmanager(alert, received_at, hosts[0] if hosts else None)
         except SignalError as exc:
-            raise _RefusedError(400, f"alert {index}: {exc}") from None
-        events.append({"alert": alert, "signal": signal.to_dict(),
-                       "meta": {"endpoint": endpoint, "hosts": hosts}})
+            raise Refused(400, f"alert {index}: {exc}") from None
+        events.append({"alert": alert, "signal": signal, "meta": {"endpoint": endpoint, "hosts": hosts}})
     return events
 
 
-def _reply(http_status: int, **body: Any) -> web.Response:
-    headers = {"Retry-After": "1"} if http_status == 503 else None
-    return web.json_response(body, status=http_status, headers=headers)
+class _Pipeline:
+    """What happens to an accepted alert: passed on as is, or correlated."""
 
-
-def _make_app(buffer: asyncio.Queue[dict[str, Any]], settings: _Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes)
-
-    async def status(_request: web.Request) -> web.Response:
-        return _reply(200, status="up", buffered=buffer.qsize())
-
-    async def webhook(request: web.Request) -> web.Response:
-        received_at = time.time()
-        endpoint = request.match_info.get("endpoint", "")
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self.correlator: Correlator | None = None
+        self.store: Store | None = None
+        self.saved_at = 0.0
+        self.dirty = False
+        if not settings["correlate"]:
+            return
+        if not settings["catalog"]:
+            raise ValueError(f"{PLUGIN}: argument correlate needs argument catalog (the incident types)")
         try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _reply(413, error=f"body larger than {settings.max_body_bytes} bytes")
+            catalog = load_catalog(settings["catalog"])
+            topology = load_topology(settings["topology"]) if settings["topology"] else None
+        except PolicyFileError as exc:
+            raise ValueError(f"{PLUGIN}: {exc}") from None
+        if settings["group_wait"] < 0 or settings["update_interval"] < 0:
+            raise ValueError(f"{PLUGIN}: arguments group_wait and update_interval must be >= 0")
+        self.correlator = Correlator(catalog, topology, group_wait=settings["group_wait"],
+                                     update_interval=settings["update_interval"])
+        if settings["state_path"]:
+            try:
+                self.store = Store(settings["state_path"])
+                state = self.store.load_state(_STATE_NAME)
+                if state is not None:
+                    self.correlator.load_state(state)
+                    logger.info("%s: restored %d incidents from %s", PLUGIN, len(self.correlator.incidents),
+                                settings["state_path"])
+            except (StoreError, ValueError, TypeError) as exc:
+                raise ValueError(f"{PLUGIN}: argument state_path: {exc}") from None
+
+    def parse(self, payload: Any, endpoint: str, received_at: float) -> list[Any]:
+        return _events(payload, endpoint, self.settings, received_at)
+
+    def process(self, item: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        signal = item.get("signal")
+        if self.correlator is None:
+            if signal is not None:
+                item = {**item, "signal": signal.to_dict()}
+            return [item]
+        self.dirty = True
+        return self.correlator.ingest(signal, now) if signal is not None else []
+
+    def tick(self, now: float) -> list[dict[str, Any]]:
+        if self.correlator is None:
+            return []
+        events = self.correlator.tick(now)
+        if events:
+            self.dirty = True
+        if self.dirty and now - self.saved_at >= _SAVE_EVERY:
+            self.save()
+        return events
+
+    def save(self) -> None:
+        if self.store is None or self.correlator is None or not self.dirty:
+            return
         try:
-            payload = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            return _reply(400, error=f"body is not JSON: {str(exc)[:200]}")
-        try:
-            events = _events(payload, endpoint, settings, received_at)
-        except _RefusedError as refused:
-            logger.warning("refused a payload on /%s: %s", endpoint, refused.reason)
-            return _reply(refused.status, error=refused.reason)
-        except RecursionError:
-            return _reply(400, error="payload is nested too deeply")
-        free = settings.buffer_size - buffer.qsize()
-        if len(events) > free:
-            logger.warning("buffer full (%d of %d): asking the sender to retry %d events",
-                           buffer.qsize(), settings.buffer_size, len(events))
-            return _reply(503, error="buffer full, retry later", buffered=buffer.qsize())
-        for event in events:
-            buffer.put_nowait(event)
-        return _reply(202, accepted=len(events))
-
-    app.router.add_get("/", status)
-    app.router.add_post("/{endpoint:.*}", webhook)
-    return app
-
-
-async def _pump(buffer: asyncio.Queue[dict[str, Any]], queue: asyncio.Queue[Any]) -> None:
-    while True:
-        event = await buffer.get()
-        await queue.put(event)
-        buffer.task_done()
+            self.store.save_state(_STATE_NAME, self.correlator.to_state())
+            self.dirty = False
+            self.saved_at = time.time()
+        except StoreError as exc:
+            logger.error("%s: %s (incidents are kept in memory and saved again later)", PLUGIN, exc)
 
 
 async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
     """Serve the webhook until cancelled."""
-    settings = _settings(args)
-    buffer: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=settings.buffer_size)
-    runner = web.AppRunner(_make_app(buffer, settings), access_log=None)
-    pump = asyncio.create_task(_pump(buffer, queue))
+    settings = parse_args(PLUGIN, args, _ARGS)
+    if not settings["data_path_separator"]:
+        raise ValueError(f"{PLUGIN}: argument data_path_separator must not be empty")
+    pipeline = _Pipeline(settings)
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        logger.info("selfheal.core.alertmanager listening on %s:%d", settings.host, settings.port)
-        await asyncio.Future()
-    except asyncio.CancelledError:
-        logger.info("selfheal.core.alertmanager stopping")
-        raise
+        await serve(PLUGIN, queue, settings, pipeline.parse, pipeline.process, pipeline.tick,
+                    on_idle=pipeline.save)
     finally:
-        pump.cancel()
-        await runner.cleanup()
+        pipeline.save()
+        if pipeline.store is not None:
+            pipeline.store.close()
 
 
 if __name__ == "__main__":
     # Run by hand: print every event instead of handing it to a rulebook.
+    import json
+
     class _PrintQueue(asyncio.Queue[Any]):
         async def put(self, item: Any) -> None:
             print(json.dumps(item))

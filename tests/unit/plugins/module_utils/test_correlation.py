@@ -143,6 +143,14 @@ def test_refire_after_resolution_is_a_new_incident() -> None:
     assert again[0]["incident"]["id"] != first[0]["incident"]["id"]
 
 
+def test_a_late_retry_of_the_same_episode_does_not_reopen() -> None:
+    c = make()
+    c.ingest(sig("PostgresDown", "db1", "postgres"), now=0)
+    c.ingest(sig("PostgresDown", "db1", "postgres", status="resolved"), now=5)
+    assert c.ingest(sig("PostgresDown", "db1", "postgres"), now=6) == []  # Alertmanager retrying, late
+    assert c.open_incidents() == []
+
+
 def test_a_blip_resolved_within_the_wait_is_never_announced() -> None:
     c = make()
     assert c.ingest(sig("ApiErrors", "h1", "api"), now=0) == []

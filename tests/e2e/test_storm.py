@@ -1,0 +1,93 @@
+"""A storm behind one failed dependency, through real Alertmanager and ansible-rulebook.
+
+The database on the db host is killed. Prometheus then fires PostgresDown for
+it, and ServiceUnhealthy and DependencyDown for the demo service on every
+host (their health checks need the database). The daemon must open one
+incident for the database, run one remediation (restart PostgreSQL), and
+act on no symptom. Re-sent alerts afterwards start nothing.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+from conftest import Lab, wait_for
+
+from ansible_collections.selfheal.core.plugins.module_utils import timeline
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+
+BOUND = 120
+
+
+def _am_alerts(lab: Lab) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{lab.cfg.ports['alertmanager']}/api/v2/alerts"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _runs_since(lab: Lab, since: float) -> list[dict[str, Any]]:
+    entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
+    return [e for e in entries if e["stage"] == "remediation_started" and e["at"] >= since]
+
+
+def _incident(lab: Lab, incident_id: str) -> dict[str, Any]:
+    store = Store(str(lab.cfg.path("store.db")))
+    try:
+        state = store.load_state("alertmanager.correlator") or {}
+    finally:
+        store.close()
+    return next(i for i in state["incidents"] if i["id"] == incident_id)
+
+
+def test_storm_behind_a_failed_database_is_one_incident_and_one_run(daemon: Lab) -> None:
+    lab = daemon
+    db = next(h for h in lab.cfg.hosts if "db" in h.groups)
+    since = time.time()
+    assert lab.svc(db.name, "kill", "postgres").returncode == 0
+
+    # Real alerts: the root and its symptoms on every host.
+    def storm_seen() -> list[dict[str, Any]] | None:
+        alerts = [a for a in _am_alerts(lab) if a["status"]["state"] == "active"]
+        names = {a["labels"]["alertname"] for a in alerts}
+        hosts = {a["labels"].get("host") for a in alerts if a["labels"]["alertname"] != "PostgresDown"}
+        return alerts if "PostgresDown" in names and len(hosts) >= 3 else None
+
+    def healed() -> dict[str, Any] | None:
+        recs = [r for r in timeline.recoveries(timeline.read(lab.vars["selfheal_timeline_path"])[0])
+                if (r.at("remediation_started") or 0) >= since and r.outcome != "open"]
+        return recs[0].stages["verified_healthy"] if recs and recs[0].outcome == "healed" else None
+
+    alerts = None
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline and not healed():
+        alerts = storm_seen() or alerts
+        time.sleep(0.3)
+    verified = wait_for("the database to be healed", healed, 5)
+    assert verified["target"] == db.name
+    runs = _runs_since(lab, since)
+    assert len(runs) == 1, f"one remediation for the root cause, got {runs}"
+    assert runs[0]["target"] == db.name and runs[0]["incident_id"].startswith("database_down-")
+    assert lab.pid(db.name, "postgres") is not None
+
+    incident = wait_for("the incident to resolve",
+                        lambda: (i := _incident(lab, runs[0]["incident_id"]))["state"] == "resolved" and i, 90)
+    assert len(incident["signals"]) >= 5, incident["signals"]
+    assert len(incident["symptoms"]) >= 3, incident["symptoms"]
+    assert alerts is not None, "Alertmanager showed the storm while it lasted"
+
+    # Alertmanager retrying those notifications later starts nothing.
+    payload = {"version": "4", "status": "firing", "receiver": "selfheal", "groupKey": "{}:{}",
+               "alerts": [{"status": "firing", "labels": a["labels"], "annotations": a["annotations"],
+                           "startsAt": a["startsAt"], "endsAt": a["endsAt"], "fingerprint": a["fingerprint"]}
+                          for a in alerts]}
+    url = f"http://127.0.0.1:{lab.cfg.ports['rulebook']}/api/v1/alerts"
+    resend_at = time.time()
+    for _attempt in range(3):
+        req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 202
+    time.sleep(8)
+    assert _runs_since(lab, resend_at) == []

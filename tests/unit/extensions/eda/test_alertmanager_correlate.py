@@ -1,0 +1,88 @@
+"""The alertmanager source with correlation: storms become incidents, state survives restarts."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from source_harness import Client, drain, serve
+
+from ansible_collections.selfheal.core.extensions.eda.plugins.event_source import alertmanager
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> dict[str, Any]:
+    catalog = tmp_path / "catalog.yml"
+    catalog.write_text(yaml.safe_dump({"incident_types": [
+        {"name": "database_down", "match": [{"labels": {"alertname": "PostgresDown"}}], "mode": "auto",
+         "playbook": "selfheal.core.remediate_service_down"},
+        {"name": "service_down", "match": [{"labels_re": {"alertname": "Service.*"}}], "mode": "auto",
+         "playbook": "selfheal.core.remediate_service_down"},
+    ]}))
+    topology = tmp_path / "topology.yml"
+    topology.write_text(yaml.safe_dump({"services": {"postgres": {}, "api": {"depends_on": ["postgres"]}}}))
+    return {"correlate": True, "catalog": str(catalog), "topology": str(topology), "group_wait": 0.5,
+            "update_interval": 0.2, "state_path": str(tmp_path / "store.db")}
+
+
+def alert(name: str, host: str, service: str, status: str = "firing") -> dict[str, Any]:
+    return {"status": status, "labels": {"alertname": name, "host": host, "service": service},
+            "startsAt": "2026-11-23T10:00:00Z", "fingerprint": f"{name}-{host}"}
+
+
+async def _quiet(queue: asyncio.Queue[Any], seconds: float) -> list[Any]:
+    out = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        try:
+            out.append(await asyncio.wait_for(queue.get(), left))
+        except TimeoutError:
+            break
+    return out
+
+
+def test_a_storm_becomes_one_incident_and_repeats_none(policy: dict[str, Any]) -> None:
+    async def body(post: Client, queue: asyncio.Queue[Any]) -> None:
+        storm = [alert("ApiErrors", f"h{i}", "api") for i in range(200)]
+        for start in range(0, 200, 20):
+            assert (await post({"alerts": storm[start:start + 20]})).status == 202
+        assert (await post({"alerts": [alert("PostgresDown", "db1", "postgres")]})).status == 202
+        [opened] = await drain(queue, 1)
+        assert opened["kind"] == "incident_opened"
+        assert opened["incident"]["type"] == "database_down" and opened["signal"]["name"] == "PostgresDown"
+        later = await _quiet(queue, 1.0)
+        assert [e["kind"] for e in later] in ([], ["incident_updated"])
+        if later:
+            assert later[-1]["incident"]["signal_count"] == 201
+        for start in range(0, 200, 20):  # Alertmanager re-sends the whole group
+            assert (await post({"alerts": storm[start:start + 20]})).status == 202
+        assert await _quiet(queue, 1.0) == []
+
+    serve(alertmanager.main, policy, body)
+
+
+def test_incidents_survive_a_restart_and_resolve_after_it(policy: dict[str, Any]) -> None:
+    async def first(post: Client, queue: asyncio.Queue[Any]) -> None:
+        assert (await post({"alerts": [alert("ServiceDown", "h1", "demo")]})).status == 202
+        [opened] = await drain(queue, 1)
+        assert opened["kind"] == "incident_opened" and opened["incident"]["type"] == "service_down"
+
+    async def second(post: Client, queue: asyncio.Queue[Any]) -> None:
+        assert (await post({"alerts": [alert("ServiceDown", "h1", "demo")]})).status == 202
+        assert await _quiet(queue, 0.8) == [], "the restarted daemon knows this incident already"
+        assert (await post({"alerts": [alert("ServiceDown", "h1", "demo", "resolved")]})).status == 202
+        [resolved] = await drain(queue, 1)
+        assert resolved["kind"] == "incident_resolved"
+
+    serve(alertmanager.main, policy, first)
+    serve(alertmanager.main, policy, second)
+
+
+def test_a_broken_catalog_stops_the_source_with_file_path_and_key(tmp_path: Path, policy: dict[str, Any]) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump({"incident_types": [{"name": "x", "match": [{"labels": {"alertname": 5}}]}]}))
+    with pytest.raises(ValueError, match=r"bad\.yml: incident_types\[0\]\.match\[0\]\.labels\.alertname: must be"):
+        asyncio.run(alertmanager.main(asyncio.Queue(), {**policy, "catalog": str(bad), "port": 1}))

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ansible_collections.selfheal.core.plugins.module_utils.catalog import (
+    PolicyFileError,
+    load_catalog,
+    load_topology,
+    parse_catalog,
+    parse_topology,
+)
+from ansible_collections.selfheal.core.plugins.module_utils.signals import from_alertmanager
+
+REPO = Path(__file__).resolve().parents[4]
+
+
+def _type(**kw: Any) -> dict[str, Any]:
+    return {"name": "service_down", "match": [{"labels": {"alertname": "ServiceDown"}}], **kw}
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ([], "c.yml: must be a mapping"),
+        ({"incident_types": []}, "c.yml: incident_types: must be a non-empty list"),
+        ({"incident_types": [_type()], "extra": 1}, "c.yml: extra: unknown key"),
+        ({"version": 2, "incident_types": [_type()]}, "c.yml: version: unsupported version"),
+        ({"incident_types": [_type(name="Service Down")]}, "c.yml: incident_types[0].name: must be a lower-case"),
+        ({"incident_types": [_type(), _type()]}, "c.yml: incident_types[1].name: duplicate incident type"),
+        ({"incident_types": [_type(mode="yolo")]}, "c.yml: incident_types[0].mode: must be one of"),
+        ({"incident_types": [_type(mode="auto")]}, "c.yml: incident_types[0].playbook: mode auto needs a playbook"),
+        ({"incident_types": [_type(match=[{}])]}, "c.yml: incident_types[0].match[0]: an empty match rule"),
+        ({"incident_types": [_type(match=[{"labels": {"a": 1}}])]},
+         "c.yml: incident_types[0].match[0].labels.a: must be a string"),
+        ({"incident_types": [_type(match=[{"labels_re": {"a": "("}}])]},
+         "c.yml: incident_types[0].match[0].labels_re.a: not a valid regular expression"),
+        ({"incident_types": [_type(match=[{"lables": {}}])]}, "c.yml: incident_types[0].match[0].lables: unknown key"),
+        ({"incident_types": [_type(never_automate="no")]}, "c.yml: incident_types[0].never_automate: must be true"),
+    ],
+)
+def test_catalog_errors_name_file_path_and_key(data: Any, where: str) -> None:
+    with pytest.raises(PolicyFileError) as info:
+        parse_catalog(data, "c.yml")
+    assert str(info.value).startswith(where), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"services": {"a": {"depends_on": ["b"]}}}, "t.yml: services.a.depends_on[0]: unknown service 'b'"),
+        ({"services": {"a": {"depends_on": ["b"]}, "b": {"depends_on": ["a"]}}},
+         "t.yml: services.a.depends_on: dependency cycle"),
+        ({"services": {"a": {"depends_on": "b"}}}, "t.yml: services.a.depends_on: must be a list"),
+        ({"services": {"a": {"runs_on": []}}}, "t.yml: services.a.runs_on: unknown key"),
+    ],
+)
+def test_topology_errors_name_file_path_and_key(data: Any, where: str) -> None:
+    with pytest.raises(PolicyFileError) as info:
+        parse_topology(data, "t.yml")
+    assert str(info.value).startswith(where), str(info.value)
+
+
+def test_files_that_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(PolicyFileError, match="no such file"):
+        load_catalog(str(tmp_path / "missing.yml"))
+    broken = tmp_path / "broken.yml"
+    broken.write_text("incident_types: [\n")
+    with pytest.raises(PolicyFileError, match=f"{broken}: not valid YAML"):
+        load_catalog(str(broken))
+
+
+def test_first_matching_type_wins_and_regexes_match_whole_values() -> None:
+    catalog = parse_catalog({"incident_types": [
+        {"name": "db", "match": [{"labels": {"alertname": "PostgresDown"}}]},
+        {"name": "svc", "match": [{"labels_re": {"alertname": "Service(Down|Unhealthy)"}},
+                                  {"source": "webhook", "labels": {"k": "v"}}]},
+    ]})
+
+    def classify(labels: dict[str, str]) -> str | None:
+        itype = catalog.classify(from_alertmanager({"labels": labels}, 0.0))
+        return itype.name if itype else None
+
+    assert classify({"alertname": "PostgresDown"}) == "db"
+    assert classify({"alertname": "ServiceUnhealthy"}) == "svc"
+    assert classify({"alertname": "ServiceDownish"}) is None
+    assert classify({"alertname": "X", "k": "v"}) is None  # wrong source
+
+
+def test_the_shipped_catalog_and_topology_load() -> None:
+    catalog = load_catalog(str(REPO / "rulebooks" / "catalog.yml"))
+    assert catalog.get("service_down") is not None
+    topology = load_topology(str(REPO / "rulebooks" / "topology.yml"))
+    assert topology.depends_on
