@@ -17,7 +17,7 @@ export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
 
 .PHONY: help deps apt venv collection lint sanity build doc unit integration e2e pytest test \
-	lab-up lab-status lab-down daemon-up daemon-down demo bench clean
+	lab-up lab-status lab-down daemon-up daemon-down demo bench bench-storm clean
 
 help:
 	@echo "make demo      set up, start the lab and the daemon, crash a service, show it heal"
@@ -105,6 +105,10 @@ demo: daemon-up
 
 bench: daemon-up
 	$(BIN)/python bench/recovery.py $(BENCH_ARGS)
+	$(BIN)/python bench/storm.py $(STORM_ARGS)
+
+bench-storm: deps
+	$(BIN)/python bench/storm.py $(STORM_ARGS)
 
 clean:
 	-$(PYTHON) lab/labctl.py clean

@@ -15,8 +15,9 @@ POST latency p50/p95, incidents emitted, playbook runs started, alerts lost
 (in POSTs never accepted; a 503 is retried after Retry-After, as Alertmanager
 would) and the daemon's peak RSS.
 
-  python bench/storm.py [--hosts 500] [--alerts-per-host 20] [--concurrency 50]
-                        [--post-timeout 5] [--settle 20] [--only selfheal,naive,throttled]
+  python bench/storm.py [--hosts 500] [--alerts-per-host 20] [--alerts-per-post 20]
+                        [--group-by alertname|host] [--concurrency 50] [--post-timeout 5]
+                        [--settle 15] [--only selfheal,throttled,naive]
 """
 from __future__ import annotations
 
@@ -76,30 +77,36 @@ HEADER = (f"{'daemon':<10} {'alerts/s':>12} {'p50 ms':>9} {'p95 ms':>9} {'incide
           f"{'lost':>6} {'timeouts':>8} {'RSS MB':>8}")
 
 
-def storm(hosts: int, per_host: int, seed: int = 7) -> list[dict[str, Any]]:
-    """One payload per host: its alert group. The database's PostgresDown is among them."""
+def storm(hosts: int, per_host: int, per_post: int, group_by: str, seed: int = 7) -> list[dict[str, Any]]:
+    """The storm as Alertmanager would send it: alerts grouped by `group_by` (alertname or host),
+    each group's notification split into POSTs of at most `per_post` alerts. One alert is the
+    root cause (PostgresDown on db1); every other is a symptom of a service that depends on it."""
     rnd = random.Random(seed)
     start = "2026-11-23T10:00:00Z"
-    payloads = []
+    alerts: list[dict[str, Any]] = []
     for h in range(hosts):
         host = f"web{h:03d}"
-        alerts = [{
-            "status": "firing",
-            "labels": {"alertname": f"Symptom{k:02d}", "host": host, "service": "demo", "severity": "warning"},
-            "annotations": {"summary": f"symptom {k} on {host}"},
-            "startsAt": start, "endsAt": "0001-01-01T00:00:00Z",
-            "fingerprint": f"{h:04x}{k:04x}",
-        } for k in range(per_host)]
-        if h == 0:
-            alerts[0] = {"status": "firing",
-                         "labels": {"alertname": "PostgresDown", "host": "db1", "service": "postgres",
-                                    "severity": "critical"},
-                         "annotations": {"summary": "PostgreSQL does not answer"},
-                         "startsAt": start, "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "root0000"}
-        payloads.append({"version": "4", "status": "firing", "receiver": "selfheal",
-                         "groupKey": f'{{}}:{{host="{host}"}}', "groupLabels": {"host": host},
-                         "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager",
-                         "alerts": alerts})
+        for k in range(per_host):
+            alerts.append({
+                "status": "firing",
+                "labels": {"alertname": f"Symptom{k:02d}", "host": host, "service": "demo", "severity": "warning"},
+                "annotations": {"summary": f"symptom {k} on {host}"},
+                "startsAt": start, "endsAt": "0001-01-01T00:00:00Z", "fingerprint": f"{h:04x}{k:04x}",
+            })
+    alerts[0] = {"status": "firing",
+                 "labels": {"alertname": "PostgresDown", "host": "db1", "service": "postgres", "severity": "critical"},
+                 "annotations": {"summary": "PostgreSQL does not answer"},
+                 "startsAt": start, "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "root0000"}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for alert in alerts:
+        groups.setdefault(alert["labels"][group_by], []).append(alert)
+    payloads = []
+    for key, members in groups.items():
+        for i in range(0, len(members), per_post):
+            payloads.append({"version": "4", "status": "firing", "receiver": "selfheal",
+                             "groupKey": f'{{}}:{{{group_by}="{key}"}}', "groupLabels": {group_by: key},
+                             "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager",
+                             "truncatedAlerts": 0, "alerts": members[i:i + per_post]})
     rnd.shuffle(payloads)
     return payloads
 
@@ -166,7 +173,7 @@ async def _send(url: str, payloads: list[dict[str, Any]], concurrency: int, time
                             result.accepted_alerts += n
                             return
                         break
-                except (asyncio.TimeoutError, aiohttp.ClientError):
+                except (TimeoutError, aiohttp.ClientError):
                     result.latencies.append(time.perf_counter() - t0)
                     result.timeouts += 1
                     break
@@ -177,6 +184,22 @@ async def _send(url: str, payloads: list[dict[str, Any]], concurrency: int, time
         t0 = time.perf_counter()
         await asyncio.gather(*(one(session, p) for p in payloads))
         result.send_seconds = time.perf_counter() - t0
+
+
+def _settle_start(port: int) -> None:
+    """Wait until the daemon has finished starting (its rule engine loads after the port opens)."""
+    fast = 0
+    deadline = time.monotonic() + 15
+    while fast < 5 and time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                sock.recv(1024)
+        except OSError:
+            pass
+        fast = fast + 1 if time.perf_counter() - t0 < 0.02 else 0
+        time.sleep(0.2)
 
 
 def run(kind: str, payloads: list[dict[str, Any]], args: argparse.Namespace) -> Result:
@@ -202,6 +225,7 @@ def run(kind: str, payloads: list[dict[str, Any]], args: argparse.Namespace) -> 
                     break
                 except OSError:
                     time.sleep(0.2)
+            _settle_start(port)
             print(f"[storm] {kind}: sending {result.sent_alerts} alerts in {len(payloads)} POSTs", flush=True)
             asyncio.run(_send(f"http://127.0.0.1:{port}/api/v1/alerts", payloads, args.concurrency,
                               args.post_timeout, result))
@@ -225,6 +249,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=500)
     parser.add_argument("--alerts-per-host", type=int, default=20)
+    parser.add_argument("--alerts-per-post", type=int, default=20)
+    parser.add_argument("--group-by", choices=("alertname", "host"), default="alertname",
+                        help="Alertmanager's group_by for the storm (default alertname)")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--post-timeout", type=float, default=5.0, help="seconds, as Alertmanager's webhook timeout")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds to wait after sending before counting")
@@ -233,11 +260,15 @@ def main() -> int:
     kinds = [k for k in args.only.split(",") if k]
     if not set(kinds) <= {"selfheal", "naive", "throttled"} or not kinds:
         parser.error("--only takes selfheal, naive and throttled, comma-separated")
-    payloads = storm(args.hosts, args.alerts_per_host)
+    if min(args.hosts, args.alerts_per_host, args.alerts_per_post, args.concurrency) < 1:
+        parser.error("--hosts, --alerts-per-host, --alerts-per-post and --concurrency must be at least 1")
+    payloads = storm(args.hosts, args.alerts_per_host, args.alerts_per_post, args.group_by)
     results = [run(kind, payloads, args) for kind in kinds]
     print()
+    groups = len({p["groupKey"] for p in payloads})
     print(f"storm: {sum(len(p['alerts']) for p in payloads)} alerts from {args.hosts} hosts, one root cause "
-          f"(PostgresDown), {len(payloads)} POSTs, concurrency {args.concurrency}")
+          f"(PostgresDown), {groups} alert groups (by {args.group_by}), {len(payloads)} POSTs, "
+          f"concurrency {args.concurrency}, POST timeout {args.post_timeout:.0f}s")
     print(HEADER)
     for res in results:
         print(res.row())

@@ -100,12 +100,13 @@ def lab() -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="session")
-def daemon(lab: Lab) -> Lab:
-    """The lab with the rulebook daemon running."""
+def daemon(lab: Lab) -> Iterator[Lab]:
+    """The lab with the rulebook daemon running (stopped again at the end of the session)."""
     started = lab.labctl("daemon", "start")
     if started.returncode != 0:
         pytest.fail(f"the rulebook daemon did not start:\n{started.stdout}\n{started.stderr}")
-    return lab
+    yield lab
+    lab.labctl("daemon", "stop")
 
 
 def wait_for(what: str, check: Any, timeout: float, interval: float = 0.25) -> Any:

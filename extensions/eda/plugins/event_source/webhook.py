@@ -33,12 +33,12 @@ description:
     size limit, bounded buffer with 503 and Retry-After, 400 with the reason
     for malformed input, 401 for bad credentials, no headers or secrets in
     events or logs).
-  - A JSON object posted to any path becomes one event C({payload, meta.endpoint}).
+  - A JSON object posted to any path becomes one event with C(payload) and C(meta.endpoint).
   - A message posted to O(approval_path) is an approval or a rejection of a
     proposed remediation. It must be HMAC-signed (O(hmac_secret) is required
     for it) and have C(incident_id), C(decision) (V(approve) or V(reject)) and
-    C(approver), optionally C(reason). It becomes the event
-    C({approval: {incident_id, decision, approver, reason}, meta.endpoint}).
+    C(approver), optionally C(reason). It becomes an event with C(approval)
+    (those four fields) and C(meta.endpoint).
 options:
   host:
     description: Address to listen on. The default listens on loopback only.
