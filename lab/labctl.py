@@ -581,6 +581,16 @@ def _prometheus_config(cfg: Config) -> None:
     (pdir / "prometheus.yml").write_text(json.dumps(conf, indent=2))
 
 
+def source_token(cfg: Config) -> str:
+    """The bearer token Alertmanager presents to the rulebook's source (made once, kept private)."""
+    path = cfg.path("source_token")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(os.urandom(24).hex() + "\n")
+        os.chmod(path, 0o600)
+    return path.read_text().strip()
+
+
 def _alertmanager_config(cfg: Config) -> None:
     adir = cfg.path("alertmanager")
     adir.mkdir(parents=True, exist_ok=True)
@@ -598,6 +608,7 @@ def _alertmanager_config(cfg: Config) -> None:
                 "url": f"http://127.0.0.1:{cfg.ports['rulebook']}/api/v1/alerts",
                 "send_resolved": True,
                 "max_alerts": 0,
+                "http_config": {"authorization": {"type": "Bearer", "credentials": source_token(cfg)}},
             }],
         }],
     }
@@ -742,7 +753,9 @@ def daemon(cfg: Config, action: str) -> int:
         "selfheal_topology": str(REPO / "rulebooks" / "topology.yml"),
         "selfheal_state_path": str(cfg.path("store.db")),
         "selfheal_group_wait": 1.0,
+        "selfheal_source_token": source_token(cfg),
     }))
+    os.chmod(varsfile, 0o600)
     _spawn(cfg, "rulebook", [
         str(rulebook_bin), "--rulebook", str(REPO / "rulebooks" / "self_healing.yml"),
         "--inventory", str(cfg.path("inventory.yml")), "--vars", str(varsfile), "--verbose",

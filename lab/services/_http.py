@@ -1,8 +1,10 @@
 """What the lab's small HTTP services share."""
 from __future__ import annotations
 
+import signal
 import socketserver
-from http.server import ThreadingHTTPServer
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class LabHTTPServer(ThreadingHTTPServer):
@@ -19,3 +21,17 @@ class LabHTTPServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+
+def run(listen: str, handler: type[BaseHTTPRequestHandler]) -> int:
+    """Serve `handler` on "address:port" until SIGTERM or SIGINT."""
+    address, port = listen.rsplit(":", 1)
+    server = LabHTTPServer((address, int(port)), handler)
+    signal.signal(signal.SIGTERM, lambda *_args: threading.Thread(target=server.shutdown).start())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

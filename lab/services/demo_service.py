@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -23,7 +22,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
-from _http import LabHTTPServer
+from _http import run
 
 logger = logging.getLogger("demo_service")
 
@@ -133,16 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dependency", help="address:port of a TCP service this one needs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    address, port = args.listen.rsplit(":", 1)
-    state = _State(args.host_name, args.dependency)
-    server = LabHTTPServer((address, int(port)), _handler(state))
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     logger.info("demo service on %s for %s (pid %d)", args.listen, args.host_name, os.getpid())
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-    return 0
+    return run(args.listen, _handler(_State(args.host_name, args.dependency)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
-from _http import LabHTTPServer
+from _http import run
 
 _MAX_BODY = 1024 * 1024
 
@@ -66,13 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", required=True, help="address:port")
     parser.add_argument("--out", required=True, help="JSON lines file")
     args = parser.parse_args(argv)
-    address, port = args.listen.rsplit(":", 1)
-    server = LabHTTPServer((address, int(port)), _handler(args.out, threading.Lock()))
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-    return 0
+    return run(args.listen, _handler(args.out, threading.Lock()))
 
 
 if __name__ == "__main__":

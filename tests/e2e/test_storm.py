@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -83,11 +84,36 @@ def test_storm_behind_a_failed_database_is_one_incident_and_one_run(daemon: Lab)
                            "startsAt": a["startsAt"], "endsAt": a["endsAt"], "fingerprint": a["fingerprint"]}
                           for a in alerts]}
     url = f"http://127.0.0.1:{lab.cfg.ports['rulebook']}/api/v1/alerts"
+    token = lab.cfg.path("source_token").read_text().strip()
     resend_at = time.time()
     for _attempt in range(3):
         req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.status == 202
     time.sleep(8)
     assert _runs_since(lab, resend_at) == []
+
+
+def test_the_source_token_never_reaches_logs_events_or_records(daemon: Lab) -> None:
+    """Alertmanager presents the token on every notification; nothing the daemon writes may hold it."""
+    lab = daemon
+    token = lab.cfg.path("source_token").read_text().strip()
+    url = f"http://127.0.0.1:{lab.cfg.ports['rulebook']}/api/v1/alerts"
+    bad = urllib.request.Request(url, data=b'{"alerts": []}', method="POST",
+                                 headers={"Authorization": "Bearer not-the-token-at-all-000"})
+    try:
+        urllib.request.urlopen(bad, timeout=5)
+        raise AssertionError("a wrong token was accepted")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+    written = [lab.cfg.path("log", "rulebook.log"), lab.cfg.path("log", "alertmanager.log"),
+               lab.cfg.path("timeline.jsonl"), lab.cfg.path("notifications.jsonl"), lab.cfg.path("store.db")]
+    checked = 0
+    for path in written:
+        if path.exists():
+            checked += 1
+            assert token.encode() not in path.read_bytes(), f"the token leaked into {path}"
+            assert b"not-the-token-at-all" not in path.read_bytes(), f"a presented token leaked into {path}"
+    assert checked >= 3
+    assert "refused an unauthenticated request" in lab.cfg.path("log", "rulebook.log").read_text(errors="replace")
