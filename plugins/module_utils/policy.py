@@ -1,0 +1,188 @@
+# Copyright: selfheal.core contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The policy decision: may this incident be remediated automatically, where, in which batches.
+
+`decide()` is a pure function of the incident type's policy, the targets, and
+the facts at one moment (leases, cooldowns, failures, windows, error-budget
+burn). It never reads a clock or a store itself, so it is explained by its
+inputs alone and its guarantees are property-tested. Every rule that bears
+on the answer adds a reason in words.
+
+Order of the rules:
+1. never-automate types are denied: preserve state, page a human;
+2. a global change freeze or maintenance window turns the run into observe;
+3. an open circuit (N failures in the window, not yet reset) demotes
+   `auto` to `propose`, and asks for exactly one escalation;
+4. targets in a window, cooling down, or leased by another run are skipped;
+5. error-budget burn: a fast burn acts at once, a slow burn only observes;
+6. what is left is split into batches of at most the blast radius.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+MODES = ("observe", "propose", "auto")
+
+
+@dataclass(frozen=True)
+class Policy:
+    mode: str = "observe"
+    never_automate: bool = False
+    blast_percent: float = 10.0
+    blast_max: int | None = None
+    cooldown: float = 300.0
+    circuit_failures: int = 3
+    circuit_window: float = 600.0
+    circuit_reset: float = 1800.0
+    burn_fast: float = 14.4
+    burn_slow: float = 6.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """A maintenance window or change freeze: [start, end), for some targets or (empty) all."""
+
+    start: float
+    end: float
+    targets: tuple[str, ...] = ()
+    name: str = "window"
+    kind: str = "maintenance"
+
+    def covers(self, now: float, target: str | None = None) -> bool:
+        if not self.start <= now < self.end:
+            return False
+        return not self.targets or target is None or target in self.targets
+
+
+@dataclass(frozen=True)
+class Burn:
+    """Error-budget burn rates over a short and a long window (multi-window, multi-burn-rate)."""
+
+    fast: float
+    slow: float
+
+
+@dataclass(frozen=True)
+class Facts:
+    now: float
+    leases: Mapping[str, tuple[str, float]] = field(default_factory=dict)  # target -> (holder, expires_at)
+    cooldowns: Mapping[str, float] = field(default_factory=dict)  # target -> until
+    failures: Sequence[float] = ()  # times automatic runs of this type failed
+    circuit_escalated_at: float | None = None  # when the open circuit was escalated, if it was
+    windows: Sequence[Window] = ()
+    burn: Burn | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: str
+    allowed: bool
+    reasons: tuple[str, ...]
+    targets: tuple[str, ...]
+    skipped: Mapping[str, str]
+    batches: tuple[tuple[str, ...], ...]
+    batch_size: int
+    circuit_open: bool
+    escalate: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "mode": self.mode, "allowed": self.allowed, "reasons": list(self.reasons),
+            "targets": list(self.targets), "skipped": dict(self.skipped),
+            "batches": [list(b) for b in self.batches], "batch_size": self.batch_size,
+            "serial": self.batch_size, "max_fail_percentage": 0,
+            "circuit_open": self.circuit_open, "escalate": self.escalate,
+        }
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def batch_size(policy: Policy, group_size: int) -> int:
+    """Blast radius: percent of the group per batch, at least 1, at most blast_max."""
+    size = max(1, math.floor(max(group_size, 1) * policy.blast_percent / 100.0))
+    if policy.blast_max is not None:
+        size = min(size, max(1, policy.blast_max))
+    return size
+
+
+def circuit_open(policy: Policy, failures: Sequence[float], now: float) -> tuple[bool, int]:
+    recent = [t for t in failures if 0 <= now - t <= policy.circuit_window]
+    if len(recent) < policy.circuit_failures:
+        return False, len(recent)
+    return now - max(recent) < policy.circuit_reset, len(recent)
+
+
+def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, holder: str,
+           facts: Facts) -> Decision:
+    now = facts.now
+    reasons: list[str] = []
+    skipped: dict[str, str] = {}
+    unique = tuple(dict.fromkeys(targets))
+    size = batch_size(policy, max(group_size, len(unique)))
+
+    if policy.never_automate:
+        reasons.append(f"{itype} is never automated: preserve the state and page a human")
+        return Decision("deny", False, tuple(reasons), (), {t: "never automated" for t in unique}, (), size,
+                        False, True)
+    if not unique:
+        reasons.append("no target: nothing to act on")
+        return Decision("deny", False, tuple(reasons), (), {}, (), size, False, False)
+
+    mode = policy.mode
+    reasons.append(f"{itype} runs in {mode} mode by the catalog")
+
+    for window in facts.windows:
+        if not window.targets and window.covers(now):
+            reasons.append(f"{window.kind} '{window.name}' covers everything until {_when(window.end)}: observe only")
+            mode = "observe"
+
+    is_open, recent = circuit_open(policy, facts.failures, now)
+    escalate = False
+    if is_open:
+        reasons.append(f"circuit open: {recent} failed automatic runs of {itype} within "
+                       f"{policy.circuit_window:.0f}s (threshold {policy.circuit_failures}); "
+                       f"it resets {policy.circuit_reset:.0f}s after the last failure")
+        if mode == "auto":
+            mode = "propose"
+            reasons.append("demoted to propose while the circuit is open: a human approves each run")
+        escalate = facts.circuit_escalated_at is None
+        if escalate:
+            reasons.append("the circuit has just opened: escalate once")
+
+    for target in unique:
+        window = next((w for w in facts.windows if w.targets and w.covers(now, target)), None)
+        lease = facts.leases.get(target)
+        until = facts.cooldowns.get(target)
+        if window is not None:
+            skipped[target] = f"in {window.kind} '{window.name}' until {_when(window.end)}"
+        elif until is not None and until > now:
+            skipped[target] = f"cooling down until {_when(until)}"
+        elif lease is not None and lease[0] != holder and lease[1] > now:
+            skipped[target] = f"locked by {lease[0]} until {_when(lease[1])}"
+    for target, why in skipped.items():
+        reasons.append(f"{target}: {why}")
+
+    if facts.burn is not None:
+        if facts.burn.fast >= policy.burn_fast:
+            reasons.append(f"error budget burning fast ({facts.burn.fast:.1f}x >= {policy.burn_fast}x): act at once")
+        elif facts.burn.slow >= policy.burn_slow:
+            reasons.append(f"error budget burning slowly ({facts.burn.slow:.1f}x): observe and notify only")
+            if mode == "auto":
+                mode = "observe"
+        else:
+            reasons.append("no significant error-budget burn")
+
+    eligible = tuple(t for t in unique if t not in skipped)
+    if not eligible:
+        reasons.append("no target may be acted on now")
+    allowed = mode == "auto" and bool(eligible)
+    if mode == "propose" and eligible:
+        reasons.append("waiting for a human approval before acting")
+    batches = tuple(eligible[i:i + size] for i in range(0, len(eligible), size))
+    reasons.append(f"blast radius: batches of at most {size} of a group of {max(group_size, len(unique))}")
+    return Decision(mode, allowed, tuple(reasons), eligible, skipped, batches, size, is_open, escalate)

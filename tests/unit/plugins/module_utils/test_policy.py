@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.selfheal.core.plugins.module_utils.policy import (
+    Burn,
+    Facts,
+    Policy,
+    Window,
+    batch_size,
+    decide,
+)
+
+TARGETS = [f"h{i}" for i in range(12)]
+AUTO = Policy(mode="auto", blast_percent=25, circuit_failures=3, circuit_window=600, circuit_reset=1800)
+
+
+def test_a_clean_auto_decision_allows_and_batches() -> None:
+    d = decide("service_down", AUTO, TARGETS[:8], 8, "run-1", Facts(now=1000))
+    assert d.allowed and d.mode == "auto" and d.batch_size == 2
+    assert d.batches == (("h0", "h1"), ("h2", "h3"), ("h4", "h5"), ("h6", "h7"))
+    assert any("blast radius" in r for r in d.reasons)
+
+
+def test_never_automate_is_denied_and_escalated() -> None:
+    d = decide("data_corruption", Policy(mode="auto", never_automate=True), ["db1"], 1, "r", Facts(now=0))
+    assert (d.mode, d.allowed, d.escalate, d.batches) == ("deny", False, True, ())
+    assert "never automated" in d.reasons[0]
+
+
+def test_global_freeze_observes_only() -> None:
+    freeze = Window(start=0, end=100, name="black friday", kind="freeze")
+    d = decide("service_down", AUTO, ["h1"], 1, "r", Facts(now=50, windows=[freeze]))
+    assert not d.allowed and d.mode == "observe"
+    assert any("freeze 'black friday'" in r for r in d.reasons)
+    assert decide("service_down", AUTO, ["h1"], 1, "r", Facts(now=100, windows=[freeze])).allowed
+
+
+def test_slow_burn_observes_fast_burn_acts() -> None:
+    slow = decide("service_down", AUTO, ["h1"], 1, "r", Facts(now=0, burn=Burn(fast=2, slow=7)))
+    fast = decide("service_down", AUTO, ["h1"], 1, "r", Facts(now=0, burn=Burn(fast=20, slow=7)))
+    assert (slow.mode, slow.allowed) == ("observe", False)
+    assert (fast.mode, fast.allowed) == ("auto", True)
+    assert any("burning fast" in r for r in fast.reasons)
+
+
+@settings(max_examples=300)
+@given(n=st.integers(min_value=0, max_value=8), spread=st.floats(min_value=0, max_value=100))
+def test_the_nth_failure_opens_the_circuit_and_escalates_once(n: int, spread: float) -> None:
+    failures = [1000 + i * spread for i in range(n)]
+    now = failures[-1] + 1 if failures else 1000
+    first = decide("service_down", AUTO, ["h1"], 1, "r", Facts(now=now, failures=failures))
+    in_window = sum(1 for t in failures if now - t <= AUTO.circuit_window)
+    if in_window >= AUTO.circuit_failures:
+        assert first.circuit_open and not first.allowed and first.mode == "propose"
+        assert first.escalate
+        again = decide("service_down", AUTO, ["h1"], 1, "r",
+                       Facts(now=now + 5, failures=failures, circuit_escalated_at=now))
+        assert not again.allowed and not again.escalate, "exactly one escalation"
+        reset = decide("service_down", AUTO, ["h1"], 1, "r",
+                       Facts(now=max(failures) + AUTO.circuit_reset, failures=failures, circuit_escalated_at=now))
+        assert not reset.circuit_open
+    else:
+        assert not first.circuit_open and first.allowed and not first.escalate
+
+
+@settings(max_examples=300)
+@given(until=st.floats(min_value=0, max_value=2000), now=st.floats(min_value=0, max_value=2000))
+def test_cooldown_holds_exactly(until: float, now: float) -> None:
+    d = decide("service_down", AUTO, ["h1", "h2"], 2, "r", Facts(now=now, cooldowns={"h1": until}))
+    assert ("h1" in d.targets) == (until <= now)
+    assert "h2" in d.targets
+
+
+@settings(max_examples=300)
+@given(holder=st.sampled_from(["r", "other"]), expires=st.floats(min_value=0, max_value=2000),
+       now=st.floats(min_value=0, max_value=2000))
+def test_a_target_leased_by_another_run_is_never_acted_on(holder: str, expires: float, now: float) -> None:
+    d = decide("service_down", AUTO, ["h1"], 1, "r", Facts(now=now, leases={"h1": (holder, expires)}))
+    held_by_other = holder != "r" and expires > now
+    assert d.allowed == (not held_by_other)
+
+
+@settings(max_examples=300)
+@given(targets=st.lists(st.sampled_from(TARGETS), max_size=12), group=st.integers(min_value=0, max_value=500),
+       percent=st.floats(min_value=0.1, max_value=100), cap=st.none() | st.integers(min_value=1, max_value=20),
+       mode=st.sampled_from(["observe", "propose", "auto"]), never=st.booleans())
+def test_batches_respect_the_blast_radius_and_cover_the_eligible(targets: list[str], group: int, percent: float,
+                                                                 cap: int | None, mode: str, never: bool) -> None:
+    policy = Policy(mode=mode, never_automate=never, blast_percent=percent, blast_max=cap)
+    d = decide("t", policy, targets, group, "r", Facts(now=0))
+    assert d.batch_size >= 1 and (cap is None or d.batch_size <= cap)
+    assert all(1 <= len(b) <= d.batch_size for b in d.batches)
+    assert [t for b in d.batches for t in b] == list(d.targets)
+    if never:
+        assert not d.allowed and d.targets == ()
+    assert d.allowed == (mode == "auto" and not never and bool(d.targets))
+
+
+def test_batch_size_rounds_down_but_never_to_zero() -> None:
+    assert batch_size(Policy(blast_percent=10), 5) == 1
+    assert batch_size(Policy(blast_percent=10), 100) == 10
+    assert batch_size(Policy(blast_percent=10, blast_max=3), 100) == 3
