@@ -155,11 +155,11 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
             reasons.append("the circuit has just opened: escalate once")
 
     for target in unique:
-        window = next((w for w in facts.windows if w.targets and w.covers(now, target)), None)
+        covering = next((w for w in facts.windows if w.targets and w.covers(now, target)), None)
         lease = facts.leases.get(target)
         until = facts.cooldowns.get(target)
-        if window is not None:
-            skipped[target] = f"in {window.kind} '{window.name}' until {_when(window.end)}"
+        if covering is not None:
+            skipped[target] = f"in {covering.kind} '{covering.name}' until {_when(covering.end)}"
         elif until is not None and until > now:
             skipped[target] = f"cooling down until {_when(until)}"
         elif lease is not None and lease[0] != holder and lease[1] > now:
