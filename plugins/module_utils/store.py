@@ -2,11 +2,16 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The store: durable state shared by the daemon and the playbooks.
 
-SQLite (WAL) on the controller. Its schema is versioned: `migrate()` applies
-the numbered migrations that a file lacks, in order, in one transaction each.
-This release keeps component state (the correlator's incidents, so they
-survive a daemon restart); incidents, decisions, actions, locks and the
-audit trail come with later migrations.
+SQLite (WAL) on the controller by default; PostgreSQL (psycopg) when several
+daemons or controller nodes share work (``postgresql://...`` URL). One SQL
+text serves both (``?`` placeholders become ``%s`` for psycopg) except where
+a dialect differs, written side by side in MIGRATIONS. ``migrate()`` applies
+the numbered migrations a database lacks, in order.
+
+Leases are the per-target locks: they expire, so a killed run does not block
+forever, and each grant carries a fencing token that grows, so a late run
+whose lease was taken over cannot record over a newer one. The audit trail is
+append-only: the database itself refuses to update or delete it.
 """
 from __future__ import annotations
 
@@ -16,80 +21,288 @@ import sqlite3
 import time
 from typing import Any
 
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (1, """
+psycopg: Any
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - only needed for PostgreSQL stores
+    psycopg = None
+
+_BOTH = "both"
+MIGRATIONS: tuple[tuple[int, dict[str, str]], ...] = (
+    (1, {_BOTH: """
         CREATE TABLE component_state (
             name TEXT PRIMARY KEY,
-            saved_at REAL NOT NULL,
+            saved_at DOUBLE PRECISION NOT NULL,
             state TEXT NOT NULL
-        )
-    """),
+        )"""}),
+    (2, {_BOTH: """
+        CREATE TABLE leases (
+            target TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            token BIGINT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        )"""}),
+    (3, {_BOTH: """
+        CREATE TABLE cooldowns (
+            target TEXT PRIMARY KEY,
+            until DOUBLE PRECISION NOT NULL
+        )"""}),
+    (4, {_BOTH: """
+        CREATE TABLE outcomes (
+            incident_id TEXT NOT NULL,
+            incident_type TEXT NOT NULL,
+            target TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )"""}),
+    (5, {_BOTH: "CREATE INDEX outcomes_by_type ON outcomes (incident_type, at)"}),
+    (6, {_BOTH: """
+        CREATE TABLE circuit_escalations (
+            incident_type TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )"""}),
+    (7, {_BOTH: """
+        CREATE TABLE decisions (
+            incident_id TEXT NOT NULL,
+            incident_type TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            decision TEXT NOT NULL
+        )"""}),
+    (8, {"sqlite": """
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL,
+            incident_id TEXT,
+            actor TEXT NOT NULL,
+            event TEXT NOT NULL,
+            details TEXT NOT NULL
+        )""", "postgresql": """
+        CREATE TABLE audit (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL,
+            incident_id TEXT,
+            actor TEXT NOT NULL,
+            event TEXT NOT NULL,
+            details TEXT NOT NULL
+        )"""}),
+    (9, {"sqlite": """
+        CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""",
+         "postgresql": """
+        CREATE FUNCTION selfheal_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$"""}),
+    (10, {"sqlite": """
+        CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""",
+          "postgresql": """
+        CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+        FOR EACH ROW EXECUTE FUNCTION selfheal_audit_append_only()"""}),
 )
+FAILED_OUTCOMES = ("failed", "rolled_back", "escalated")
+OUTCOMES = ("verified", *FAILED_OUTCOMES, "rejected", "timed_out")
 
 
 class StoreError(Exception):
-    """The store cannot be used; the message says why and what to check."""
+    """The store cannot be used; the message says why and what to check. Callers fail safe: no action."""
 
 
 class Store:
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
-        self.path = path
+    """One connection to the store. `target` is a path (SQLite) or a postgresql:// URL."""
+
+    def __init__(self, target: str, timeout: float = 5.0) -> None:
+        self.target = target
+        self.dialect = "postgresql" if target.startswith(("postgresql://", "postgres://")) else "sqlite"
+        self._db: Any
         try:
-            directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            if self.dialect == "postgresql":
+                if psycopg is None:
+                    raise StoreError(f"store {self.shown}: psycopg is not installed (pip install 'psycopg[binary]')")
+                self._db = psycopg.connect(target, autocommit=True, connect_timeout=max(1, int(timeout)))
+            else:
+                path = target.removeprefix("sqlite://")
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
             self.migrate()
+        except StoreError:
+            raise
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"store {path}: {exc}") from exc
+            raise StoreError(f"store {self.shown}: {exc}") from exc
+        except Exception as exc:
+            if psycopg is not None and isinstance(exc, psycopg.Error):
+                raise StoreError(f"store {self.shown}: {str(exc).strip()}") from exc
+            raise
+
+    @property
+    def shown(self) -> str:
+        """The target without any password, for messages."""
+        if "@" in self.target and "://" in self.target:
+            scheme, rest = self.target.split("://", 1)
+            return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        return self.target
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            cur = self._db.execute(self._sql(sql), params)
+            return list(cur.fetchall()) if cur.description else []
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise StoreError(f"store {self.shown} is locked by another process: {exc}; no action taken") from exc
+            raise StoreError(f"store {self.shown}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.shown}: {exc}") from exc
+        except Exception as exc:
+            if psycopg is not None and isinstance(exc, psycopg.Error):
+                raise StoreError(f"store {self.shown}: {str(exc).strip()}") from exc
+            raise
 
     def migrate(self) -> int:
         """Apply missing migrations; return the schema version."""
-        db = self._db
-        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = db.execute("SELECT max(version) FROM schema_version").fetchone()
-        current = row[0] or 0
+        self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        rows = self._db.execute("SELECT max(version) FROM schema_version").fetchall()
+        current = rows[0][0] or 0
         latest = MIGRATIONS[-1][0]
         if current > latest:
-            raise StoreError(f"store {self.path} has schema {current}, newer than this release ({latest}): "
+            raise StoreError(f"store {self.shown} has schema {current}, newer than this release ({latest}): "
                              "upgrade selfheal.core")
-        for version, sql in MIGRATIONS:
-            if version > current:
-                db.execute("BEGIN IMMEDIATE")
+        for version, variants in MIGRATIONS:
+            if version <= current:
+                continue
+            sql = variants.get(self.dialect, variants.get(_BOTH, ""))
+            if self.dialect == "sqlite":
+                self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.execute(sql)
-                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-                    db.execute("COMMIT")
+                    self._db.execute(sql)
+                    self._db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                    self._db.execute("COMMIT")
                 except sqlite3.Error:
-                    db.execute("ROLLBACK")
+                    self._db.execute("ROLLBACK")
                     raise
+            else:
+                with self._db.transaction():
+                    self._db.execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")
+                    done = self._db.execute("SELECT 1 FROM schema_version WHERE version = %s", (version,)).fetchall()
+                    if not done:
+                        self._db.execute(sql)
+                        self._db.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
         return latest
 
+    # ------------------------------------------------------------------ component state
+
     def save_state(self, name: str, state: dict[str, Any]) -> None:
-        try:
-            self._db.execute(
-                "INSERT INTO component_state (name, saved_at, state) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET saved_at = excluded.saved_at, state = excluded.state",
-                (name, time.time(), json.dumps(state, separators=(",", ":"))),
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: cannot save {name}: {exc}") from exc
+        self._exec("INSERT INTO component_state (name, saved_at, state) VALUES (?, ?, ?) "
+                   "ON CONFLICT (name) DO UPDATE SET saved_at = excluded.saved_at, state = excluded.state",
+                   (name, time.time(), json.dumps(state, separators=(",", ":"))))
 
     def load_state(self, name: str) -> dict[str, Any] | None:
-        try:
-            row = self._db.execute("SELECT state FROM component_state WHERE name = ?", (name,)).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: cannot load {name}: {exc}") from exc
-        if row is None:
+        rows = self._exec("SELECT state FROM component_state WHERE name = ?", (name,))
+        if not rows:
             return None
         try:
-            state = json.loads(row[0])
+            state = json.loads(rows[0][0])
         except ValueError as exc:
-            raise StoreError(f"store {self.path}: saved state of {name} is corrupt: {exc}") from exc
+            raise StoreError(f"store {self.shown}: saved state of {name} is corrupt: {exc}") from exc
         if not isinstance(state, dict):
-            raise StoreError(f"store {self.path}: saved state of {name} is not an object")
+            raise StoreError(f"store {self.shown}: saved state of {name} is not an object")
         return state
+
+    # ------------------------------------------------------------------ leases
+
+    def acquire(self, target: str, holder: str, ttl: float, now: float) -> int | None:
+        """Take or renew the lease of `target`; its fencing token, or None while another run holds it."""
+        rows = self._exec(
+            "INSERT INTO leases (target, holder, token, expires_at) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (target) DO UPDATE SET holder = excluded.holder, token = leases.token + 1, "
+            "expires_at = excluded.expires_at WHERE leases.expires_at <= ? OR leases.holder = excluded.holder "
+            "RETURNING token",
+            (target, holder, now + ttl, now))
+        return int(rows[0][0]) if rows else None
+
+    def release(self, target: str, holder: str, token: int) -> bool:
+        """Give the lease back; False when it was no longer ours (expired and taken over).
+
+        The row stays, expired, so the next grant's fencing token is still larger than this one.
+        """
+        rows = self._exec("UPDATE leases SET expires_at = 0 WHERE target = ? AND holder = ? AND token = ? "
+                          "RETURNING target", (target, holder, token))
+        return bool(rows)
+
+    def fenced(self, target: str, holder: str, token: int, now: float) -> bool:
+        """Whether `holder` still holds `target` with `token` (checked before every recorded change)."""
+        rows = self._exec("SELECT 1 FROM leases WHERE target = ? AND holder = ? AND token = ? AND expires_at > ?",
+                          (target, holder, token, now))
+        return bool(rows)
+
+    def leases(self, targets: list[str]) -> dict[str, tuple[str, float]]:
+        """Current and past leases of `targets`: target -> (holder, expires_at); expired ones hold nothing."""
+        rows = self._in("SELECT target, holder, expires_at FROM leases", "target", targets)
+        return {row[0]: (row[1], float(row[2])) for row in rows}
+
+    def _in(self, sql: str, column: str, values: list[str]) -> list[tuple[Any, ...]]:
+        if not values:
+            return []
+        marks = ", ".join(["?"] * len(values))
+        return self._exec(f"{sql} WHERE {column} IN ({marks})", tuple(values))
+
+    # ------------------------------------------------------------------ cooldowns and outcomes
+
+    def set_cooldown(self, target: str, until: float) -> None:
+        self._exec("INSERT INTO cooldowns (target, until) VALUES (?, ?) "
+                   "ON CONFLICT (target) DO UPDATE SET until = excluded.until", (target, until))
+
+    def cooldowns(self, targets: list[str]) -> dict[str, float]:
+        return {row[0]: float(row[1]) for row in self._in("SELECT target, until FROM cooldowns", "target", targets)}
+
+    def record_outcome(self, incident_id: str, itype: str, target: str, mode: str, outcome: str, at: float) -> None:
+        if outcome not in OUTCOMES:
+            raise StoreError(f"unknown outcome {outcome!r}; outcomes are {', '.join(OUTCOMES)}")
+        self._exec("INSERT INTO outcomes (incident_id, incident_type, target, mode, outcome, at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", (incident_id, itype, target, mode, outcome, at))
+
+    def failures(self, itype: str, since: float) -> list[float]:
+        """Times automatic runs of `itype` failed since `since` (what the circuit breaker counts)."""
+        rows = self._exec("SELECT at FROM outcomes WHERE incident_type = ? AND mode = 'auto' AND at >= ? "
+                          "AND outcome IN ('failed', 'rolled_back', 'escalated') ORDER BY at", (itype, since))
+        return [float(r[0]) for r in rows]
+
+    def outcomes(self, itype: str, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._exec("SELECT incident_id, target, mode, outcome, at FROM outcomes WHERE incident_type = ? "
+                          "ORDER BY at DESC LIMIT ?", (itype, limit))
+        return [{"incident_id": r[0], "target": r[1], "mode": r[2], "outcome": r[3], "at": float(r[4])} for r in rows]
+
+    def circuit_escalated_at(self, itype: str, since: float) -> float | None:
+        rows = self._exec("SELECT max(at) FROM circuit_escalations WHERE incident_type = ? AND at >= ?",
+                          (itype, since))
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def mark_circuit_escalated(self, itype: str, at: float) -> None:
+        self._exec("INSERT INTO circuit_escalations (incident_type, at) VALUES (?, ?)", (itype, at))
+
+    # ------------------------------------------------------------------ decisions and audit
+
+    def record_decision(self, incident_id: str, itype: str, holder: str, decision: dict[str, Any],
+                        at: float) -> None:
+        self._exec("INSERT INTO decisions (incident_id, incident_type, holder, at, decision) VALUES (?, ?, ?, ?, ?)",
+                   (incident_id, itype, holder, at, json.dumps(decision, sort_keys=True)))
+
+    def audit(self, event: str, actor: str, details: dict[str, Any], incident_id: str | None = None,
+              at: float | None = None) -> None:
+        self._exec("INSERT INTO audit (at, incident_id, actor, event, details) VALUES (?, ?, ?, ?, ?)",
+                   (time.time() if at is None else at, incident_id, actor, event,
+                    json.dumps(details, sort_keys=True, default=str)))
+
+    def audit_trail(self, incident_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        where, params = ("WHERE incident_id = ? ", (incident_id, limit)) if incident_id else ("", (limit,))
+        rows = self._exec(f"SELECT id, at, incident_id, actor, event, details FROM audit {where}"  # noqa: S608
+                          "ORDER BY id LIMIT ?", params)
+        return [{"id": r[0], "at": float(r[1]), "incident_id": r[2], "actor": r[3], "event": r[4],
+                 "details": json.loads(r[5])} for r in rows]
 
     def close(self) -> None:
         self._db.close()

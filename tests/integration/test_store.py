@@ -1,0 +1,198 @@
+"""The store on SQLite and on a real PostgreSQL (the lab's): one suite, both backends."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import Lab
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.selfheal.core.plugins.module_utils.store import MIGRATIONS, Store, StoreError
+
+
+def _pg_admin_url(lab: Lab, database: str = "postgres") -> str:
+    db = next(h for h in lab.cfg.hosts if "db" in h.groups)
+    password = lab.cfg.path("postgres_password").read_text().strip()
+    return f"postgresql://postgres:{password}@{db.address}:5432/{database}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "store.db")
+        return
+    lab: Lab = request.getfixturevalue("lab")
+    name = f"selfheal_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_pg_admin_url(lab), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield _pg_admin_url(lab, name)
+    finally:
+        with psycopg.connect(_pg_admin_url(lab), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_migrations_are_applied_once(store_url: str) -> None:
+    first = Store(store_url)
+    assert first.migrate() == MIGRATIONS[-1][0]
+    first.close()
+    again = Store(store_url)
+    rows = again._exec("SELECT count(*) FROM schema_version")
+    assert rows[0][0] == len(MIGRATIONS)
+    again.close()
+
+
+def test_leases_expire_and_fence_late_runs(store_url: str) -> None:
+    s = Store(store_url)
+    a = s.acquire("h1", "run-a", ttl=10, now=100)
+    assert a == 1
+    assert s.acquire("h1", "run-b", ttl=10, now=105) is None, "held and not expired"
+    b = s.acquire("h1", "run-b", ttl=10, now=111)
+    assert b is not None and b > a, "expired: taken over with a larger fencing token"
+    assert not s.fenced("h1", "run-a", a, now=111), "the late run is fenced off"
+    assert s.fenced("h1", "run-b", b, now=111)
+    assert not s.release("h1", "run-a", a)
+    assert s.release("h1", "run-b", b)
+    assert s.leases(["h1"])["h1"][1] <= 111, "released: expired"
+    c = s.acquire("h1", "run-c", ttl=10, now=112)
+    assert c is not None and c > b, "tokens keep growing across releases"
+    s.close()
+
+
+def test_cooldowns_outcomes_and_circuit_records(store_url: str) -> None:
+    s = Store(store_url)
+    s.set_cooldown("h1", 500.0)
+    s.set_cooldown("h1", 600.0)
+    assert s.cooldowns(["h1", "h2"]) == {"h1": 600.0}
+    for i, outcome in enumerate(["verified", "failed", "escalated", "rolled_back"]):
+        s.record_outcome(f"i{i}", "service_down", "h1", "auto", outcome, at=100.0 + i)
+    s.record_outcome("i9", "service_down", "h1", "propose", "failed", at=104.0)
+    assert s.failures("service_down", since=0) == [101.0, 102.0, 103.0], "only automatic failures count"
+    with pytest.raises(StoreError, match="unknown outcome"):
+        s.record_outcome("x", "t", "h", "auto", "meh", at=1)
+    assert s.circuit_escalated_at("service_down", since=0) is None
+    s.mark_circuit_escalated("service_down", 103.5)
+    assert s.circuit_escalated_at("service_down", since=100) == 103.5
+    s.close()
+
+
+def test_the_audit_trail_is_append_only(store_url: str) -> None:
+    s = Store(store_url)
+    s.audit("decided", "guard", {"allowed": True}, incident_id="i1", at=1.0)
+    s.audit("acted", "playbook", {"action": "started"}, incident_id="i1", at=2.0)
+    assert [e["event"] for e in s.audit_trail("i1")] == ["decided", "acted"]
+    for sql in ("UPDATE audit SET event = 'nothing'", "DELETE FROM audit"):
+        with pytest.raises(StoreError, match="append-only"):
+            s._exec(sql)
+    assert len(s.audit_trail()) == 2
+    s.close()
+
+
+def _race(url: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue[object],
+          holder: str) -> None:
+    s = Store(url)
+    barrier.wait()
+    results.put((holder, s.acquire("db1", holder, ttl=60, now=time.time())))
+    s.close()
+
+
+def test_racing_processes_exactly_one_wins(store_url: str) -> None:
+    Store(store_url).close()  # migrated before the race
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(8)
+    results: multiprocessing.Queue[object] = ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(store_url, barrier, results, f"run-{i}")) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    got: list[tuple[str, int | None]] = [results.get(timeout=5) for proc in procs]  # type: ignore[misc]
+    winners = [holder for holder, token in got if token is not None]
+    assert len(winners) == 1, got
+
+
+def _remediate_then_hang(url: str) -> None:
+    s = Store(url)
+    token = s.acquire("h2", "run-killed", ttl=1.5, now=time.time())
+    assert token is not None
+    s.audit("remediation_started", "run-killed", {"token": token}, incident_id="inc-1")
+    time.sleep(600)
+
+
+def test_a_run_killed_mid_remediation_lets_the_next_one_proceed(store_url: str) -> None:
+    Store(store_url).close()
+    ctx = multiprocessing.get_context("fork")
+    victim = ctx.Process(target=_remediate_then_hang, args=(store_url,))
+    victim.start()
+    s = Store(store_url)
+    deadline = time.monotonic() + 20
+    while not s.audit_trail("inc-1") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join()
+    assert s.acquire("h2", "run-next", ttl=30, now=time.time()) is None, "the lease outlives the killed run"
+    time.sleep(1.6)
+    token = s.acquire("h2", "run-next", ttl=30, now=time.time())
+    assert token is not None
+    s.audit("remediation_started", "run-next", {"token": token}, incident_id="inc-1")
+    trail = s.audit_trail("inc-1")
+    assert [(e["actor"], e["event"]) for e in trail] == [("run-killed", "remediation_started"),
+                                                         ("run-next", "remediation_started")]
+    s.close()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(steps=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["acquire", "release"]),
+                                st.floats(min_value=0, max_value=5)), max_size=40))
+def test_two_runs_never_hold_the_same_lease(tmp_path_factory: pytest.TempPathFactory,
+                                            steps: list[tuple[str, str, float]]) -> None:
+    s = Store(str(tmp_path_factory.mktemp("lease") / "s.db"))
+    now = 0.0
+    held: dict[str, tuple[int, float]] = {}
+    last_token = 0
+    for holder, action, dt in steps:
+        now += dt
+        if action == "acquire":
+            token = s.acquire("t", holder, ttl=3, now=now)
+            others = [h for h, lease in held.items() if h != holder and lease[1] > now]
+            assert (token is None) == bool(others)
+            if token is not None:
+                assert token > last_token
+                last_token = token
+                held = {holder: (token, now + 3)}
+        elif holder in held:
+            s.release("t", holder, held.pop(holder)[0])
+    s.close()
+
+
+def test_a_locked_sqlite_store_fails_safe_with_a_clear_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "store.db")
+    Store(path).close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        s = Store(path, timeout=0.2)
+    except StoreError as exc:
+        assert "locked" in str(exc)
+    else:
+        with pytest.raises(StoreError, match="locked by another process"):
+            s.acquire("h1", "run", ttl=5, now=1)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+def test_an_unreachable_postgresql_is_a_clear_error_without_the_password() -> None:
+    with pytest.raises(StoreError) as info:
+        Store("postgresql://selfheal:s3cr3t-pw@127.0.0.1:9/selfheal", timeout=1)
+    assert "127.0.0.1" in str(info.value) and "s3cr3t-pw" not in str(info.value)
