@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.selfheal.core.plugins.module_utils.signals import Signal
+from ansible_collections.selfheal.core.plugins.module_utils.policy import MODES, Policy, Window
+from ansible_collections.selfheal.core.plugins.module_utils.signals import Signal, SignalError, parse_time
 
 yaml: Any
 try:
@@ -21,7 +22,6 @@ try:
 except ImportError:  # pragma: no cover - PyYAML ships with ansible-core
     yaml = None
 
-MODES = ("observe", "propose", "auto")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -99,12 +99,16 @@ class IncidentType:
     mode: str = "observe"
     description: str = ""
     never_automate: bool = False
+    policy: Policy = field(default_factory=Policy)
+    verify_timeout: float = 30.0
+    escalation_route: str = "default"
 
 
 @dataclass(frozen=True)
 class Catalog:
     types: tuple[IncidentType, ...]
     source: str = "<catalog>"
+    windows: tuple[Window, ...] = ()
 
     def classify(self, signal: Signal) -> IncidentType | None:
         """The first incident type whose match rules take the signal, in file order."""
@@ -117,12 +121,13 @@ class Catalog:
         return next((t for t in self.types if t.name == name), None)
 
 
-_TYPE_KEYS = {"name", "match", "playbook", "mode", "description", "never_automate"}
+_TYPE_KEYS = {"name", "match", "playbook", "mode", "description", "never_automate", "blast_radius", "cooldown",
+              "circuit", "verification", "escalation", "slo"}
 
 
 def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
     root = _mapping(data, source, "")
-    _unknown(root, {"version", "incident_types"}, source, "")
+    _unknown(root, {"version", "incident_types", "windows"}, source, "")
     if root.get("version", 1) != 1:
         raise _fail(source, "version", f"unsupported version {root.get('version')!r}; this release reads 1")
     entries = root.get("incident_types")
@@ -157,8 +162,84 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
         if not isinstance(rules, list) or not rules:
             raise _fail(source, f"{path}.match", "must be a non-empty list of match rules")
         matchers = tuple(_parse_matcher(rule, source, f"{path}.match[{j}]") for j, rule in enumerate(rules))
-        types.append(IncidentType(name, matchers, playbook, mode, description, never))
-    return Catalog(tuple(types), source)
+        policy = Policy(
+            mode=mode, never_automate=never,
+            blast_percent=_number(item, "blast_radius", "percent", 10.0, source, path, 0.1, 100),
+            blast_max=_optional_int(item, "blast_radius", "max", source, path),
+            cooldown=_number(item, None, "cooldown", 300.0, source, path, 0, 86400 * 30),
+            circuit_failures=int(_number(item, "circuit", "failures", 3, source, path, 1, 1000)),
+            circuit_window=_number(item, "circuit", "window", 600.0, source, path, 1, 86400 * 30),
+            circuit_reset=_number(item, "circuit", "reset", 1800.0, source, path, 1, 86400 * 30),
+            burn_fast=_number(item, "slo", "fast_burn", 14.4, source, path, 1, 10000),
+            burn_slow=_number(item, "slo", "slow_burn", 6.0, source, path, 1, 10000),
+        )
+        verify_timeout = _number(item, "verification", "timeout", 30.0, source, path, 1, 3600)
+        route = _section(item, "escalation", source, path).get("route", "default")
+        if not isinstance(route, str) or not route:
+            raise _fail(source, f"{path}.escalation.route", "must be a route name")
+        types.append(IncidentType(name, matchers, playbook, mode, description, never, policy, verify_timeout, route))
+    windows = tuple(_parse_window(w, source, f"windows[{k}]") for k, w in enumerate(root.get("windows") or []))
+    return Catalog(tuple(types), source, windows)
+
+
+_SECTION_KEYS = {
+    "blast_radius": {"percent", "max"},
+    "circuit": {"failures", "window", "reset"},
+    "verification": {"timeout"},
+    "escalation": {"route"},
+    "slo": {"fast_burn", "slow_burn", "error_ratio_query"},
+}
+
+
+def _section(item: Mapping[str, Any], name: str, source: str, path: str) -> Mapping[str, Any]:
+    value = _mapping(item.get(name) or {}, source, f"{path}.{name}")
+    _unknown(value, _SECTION_KEYS[name], source, f"{path}.{name}")
+    return value
+
+
+def _number(item: Mapping[str, Any], section: str | None, key: str, default: float, source: str, path: str,
+            low: float, high: float) -> float:
+    holder = _section(item, section, source, path) if section else item
+    where = f"{path}.{section}.{key}" if section else f"{path}.{key}"
+    value = holder.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise _fail(source, where, f"must be a number from {low:g} to {high:g}, got {value!r}")
+    return float(value)
+
+
+def _optional_int(item: Mapping[str, Any], section: str, key: str, source: str, path: str) -> int | None:
+    value = _section(item, section, source, path).get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(source, f"{path}.{section}.{key}", f"must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _parse_window(data: Any, source: str, path: str) -> Window:
+    item = _mapping(data, source, path)
+    _unknown(item, {"name", "kind", "start", "end", "targets"}, source, path)
+    kind = item.get("kind", "maintenance")
+    if kind not in ("maintenance", "freeze"):
+        raise _fail(source, f"{path}.kind", "must be maintenance or freeze")
+    times = []
+    for key in ("start", "end"):
+        try:
+            value = parse_time(item.get(key))
+        except SignalError as exc:
+            raise _fail(source, f"{path}.{key}", str(exc)) from None
+        if value is None:
+            raise _fail(source, f"{path}.{key}", "is required (RFC 3339 time, e.g. 2026-12-24T00:00:00Z)")
+        times.append(value)
+    if times[1] <= times[0]:
+        raise _fail(source, f"{path}.end", "must be after start")
+    targets = item.get("targets", [])
+    if not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets):
+        raise _fail(source, f"{path}.targets", "must be a list of target names (empty: everything)")
+    name = item.get("name", kind)
+    if not isinstance(name, str):
+        raise _fail(source, f"{path}.name", "must be a string")
+    return Window(times[0], times[1], tuple(targets), name, kind)
 
 
 def _parse_matcher(rule: Any, source: str, path: str) -> Matcher:

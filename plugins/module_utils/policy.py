@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 MODES = ("observe", "propose", "auto")
 
@@ -88,7 +89,7 @@ class Decision:
     circuit_open: bool
     escalate: bool
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode, "allowed": self.allowed, "reasons": list(self.reasons),
             "targets": list(self.targets), "skipped": dict(self.skipped),

@@ -111,7 +111,7 @@ class StoreError(Exception):
 class Store:
     """One connection to the store. `target` is a path (SQLite) or a postgresql:// URL."""
 
-    def __init__(self, target: str, timeout: float = 5.0) -> None:
+    def __init__(self, target: str, timeout: float = 5.0, password: str | None = None) -> None:
         self.target = target
         self.dialect = "postgresql" if target.startswith(("postgresql://", "postgres://")) else "sqlite"
         self._db: Any
@@ -119,7 +119,8 @@ class Store:
             if self.dialect == "postgresql":
                 if psycopg is None:
                     raise StoreError(f"store {self.shown}: psycopg is not installed (pip install 'psycopg[binary]')")
-                self._db = psycopg.connect(target, autocommit=True, connect_timeout=max(1, int(timeout)))
+                extra = {"password": password} if password else {}
+                self._db = psycopg.connect(target, autocommit=True, connect_timeout=max(1, int(timeout)), **extra)
             else:
                 path = target.removeprefix("sqlite://")
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -1,0 +1,230 @@
+#!/usr/bin/python
+# Copyright: selfheal.core contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: guard
+short_description: Decide whether an incident may be remediated automatically, and take the target leases
+version_added: 0.1.0
+description:
+  - The policy decision for one incident, made once and explained. From the
+    catalog entry of the incident type, the store (leases, cooldowns, failed
+    runs, circuit escalations) and the maintenance windows and change freezes
+    of the catalog, it answers the mode taken (V(auto), V(propose),
+    V(observe) or V(deny)), whether acting now is allowed, every reason in
+    words, and the batch plan that caps the blast radius.
+  - When allowed, it takes a lease on every target it may act on (with a
+    fencing token), records the decision and appends it to the audit trail.
+  - A store that is unreachable or locked fails the task with the reason, and no
+    decision, no action (fail safe).
+  - In check mode the decision is made and returned, and nothing is written.
+author:
+  - selfheal.core developers (@selfheal-core)
+extends_documentation_fragment:
+  - selfheal.core.attributes
+attributes:
+  check_mode:
+    support: full
+    details: The decision is computed and returned; no lease is taken and nothing is recorded.
+  diff_mode:
+    support: none
+options:
+  incident_id:
+    description: Id of the incident.
+    type: str
+    required: true
+  incident_type:
+    description: Incident type, a name in the catalog.
+    type: str
+    required: true
+  targets:
+    description: Targets (inventory host names) the remediation would touch.
+    type: list
+    elements: str
+    required: true
+  group_size:
+    description:
+      - Size of the group the targets belong to, for the blast radius. Defaults to the number of targets.
+    type: int
+  catalog:
+    description: The catalog file (YAML).
+    type: path
+    required: true
+  store:
+    description: The store, a SQLite file path or a C(postgresql://user@host/db) URL without a password.
+    type: str
+    required: true
+  store_password:
+    description: Password of a PostgreSQL store.
+    type: str
+  holder:
+    description: Who takes the leases, for example the run's id. Defaults to the incident id.
+    type: str
+  lease_ttl:
+    description: Seconds a lease lasts unless released, so that a killed run does not block the target forever.
+    type: float
+    default: 600
+  now:
+    description: Decide as of this Unix time instead of now (for replays and tests).
+    type: float
+"""
+
+EXAMPLES = r"""
+- name: Guard | decide and take the leases
+  selfheal.core.guard:
+    incident_id: "{{ ansible_eda.event.incident.id }}"
+    incident_type: service_down
+    targets: [web1]
+    group_size: "{{ groups['web'] | length }}"
+    catalog: /etc/selfheal/catalog.yml
+    store: /var/lib/selfheal/store.db
+  register: decision
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+decision:
+  description: The decision.
+  returned: success
+  type: dict
+  contains:
+    mode:
+      description: Mode taken, after demotions (auto, propose, observe, deny).
+      type: str
+      sample: auto
+    allowed:
+      description: Whether automatic action is allowed now.
+      type: bool
+      sample: true
+    reasons:
+      description: Every rule that bore on the decision, in words.
+      type: list
+      elements: str
+    targets:
+      description: Targets that may be acted on.
+      type: list
+      elements: str
+    skipped:
+      description: Targets that may not, with why.
+      type: dict
+    batches:
+      description: The targets in batches of at most the blast radius.
+      type: list
+      elements: list
+    serial:
+      description: Batch size, for the play's C(serial).
+      type: int
+      sample: 1
+    max_fail_percentage:
+      description: For the play's C(max_fail_percentage); 0 so that a failed batch stops the rest.
+      type: int
+      sample: 0
+    circuit_open:
+      description: Whether the incident type's circuit breaker is open.
+      type: bool
+    escalate:
+      description: Whether a human must be paged now (never-automate type, or a circuit that has just opened).
+      type: bool
+leases:
+  description: Fencing token of every lease taken, by target (empty in check mode or when not allowed).
+  returned: success
+  type: dict
+  sample: {web1: 7}
+holder:
+  description: Who holds the leases.
+  returned: success
+  type: str
+"""
+
+import time
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError, load_catalog
+from ansible_collections.selfheal.core.plugins.module_utils.policy import Facts, decide
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
+
+
+class GuardError(Exception):
+    """Why no decision could be made; the task fails with it and nothing is done."""
+
+
+def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    now = p["now"] if p["now"] is not None else time.time()
+    holder = p["holder"] or p["incident_id"]
+    try:
+        catalog = load_catalog(p["catalog"])
+    except PolicyFileError as exc:
+        raise GuardError(f"cannot decide: {exc}") from exc
+    itype = catalog.get(p["incident_type"])
+    if itype is None:
+        raise GuardError(f"cannot decide: incident type {p['incident_type']!r} is not in {p['catalog']} "
+                         f"(types: {', '.join(t.name for t in catalog.types)})")
+    policy = itype.policy
+    targets = list(dict.fromkeys(p["targets"]))
+    leases: dict[str, int] = {}
+    try:
+        store = Store(p["store"], password=p["store_password"])
+    except StoreError as exc:
+        raise GuardError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
+    try:
+        facts = Facts(
+            now=now,
+            leases=store.leases(targets),
+            cooldowns=store.cooldowns(targets),
+            failures=store.failures(itype.name, since=now - policy.circuit_window - policy.circuit_reset),
+            circuit_escalated_at=store.circuit_escalated_at(itype.name, since=now - policy.circuit_reset),
+            windows=catalog.windows,
+        )
+        decision = decide(itype.name, policy, targets, p["group_size"] or len(targets), holder, facts)
+        result = decision.to_dict()
+        if not check_mode:
+            if decision.allowed:
+                for target in decision.targets:
+                    token = store.acquire(target, holder, p["lease_ttl"], now)
+                    if token is None:  # taken between reading and acquiring: refuse it, keep the rest
+                        result["skipped"][target] = "locked by another run (lost the race)"
+                    else:
+                        leases[target] = token
+                result["targets"] = [t for t in decision.targets if t in leases]
+                result["batches"] = [kept for kept in ([t for t in b if t in leases] for b in decision.batches) if kept]
+                result["allowed"] = bool(leases)
+            if decision.escalate and decision.circuit_open:
+                store.mark_circuit_escalated(itype.name, now)
+            store.record_decision(p["incident_id"], itype.name, holder, result, now)
+            store.audit("decided", holder, {"decision": result, "leases": leases}, p["incident_id"], now)
+    except StoreError as exc:
+        raise GuardError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
+    finally:
+        store.close()
+    return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "incident_id": {"type": "str", "required": True},
+            "incident_type": {"type": "str", "required": True},
+            "targets": {"type": "list", "elements": "str", "required": True},
+            "group_size": {"type": "int"},
+            "catalog": {"type": "path", "required": True},
+            "store": {"type": "str", "required": True},
+            "store_password": {"type": "str", "no_log": True},
+            "holder": {"type": "str"},
+            "lease_ttl": {"type": "float", "default": 600},
+            "now": {"type": "float"},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        result = _guard(module.params, module.check_mode)
+    except GuardError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""selfheal.core.guard run by Ansible against real stores (SQLite here, PostgreSQL in test_store)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+
+ANSIBLE = str(Path(sys.executable).parent / "ansible")
+CATALOG: dict[str, Any] = {
+    "incident_types": [
+        {"name": "service_down", "match": [{"labels": {"alertname": "ServiceDown"}}], "mode": "auto",
+         "playbook": "selfheal.core.remediate_service_down", "blast_radius": {"percent": 25, "max": 2},
+         "cooldown": 60, "circuit": {"failures": 3, "window": 600, "reset": 1800}},
+        {"name": "data_corruption", "match": [{"labels": {"alertname": "Corrupt"}}], "never_automate": True},
+    ],
+    "windows": [{"name": "db freeze", "kind": "freeze", "start": "2026-12-24T00:00:00Z",
+                 "end": "2026-12-27T00:00:00Z", "targets": ["db1"]}],
+}
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> dict[str, str]:
+    catalog = tmp_path / "catalog.yml"
+    catalog.write_text(yaml.safe_dump(CATALOG))
+    return {"catalog": str(catalog), "store": str(tmp_path / "store.db")}
+
+
+def guard(setup: dict[str, str], *extra: str, **args: Any) -> dict[str, Any]:
+    params = {"incident_id": "inc-1", "incident_type": "service_down", "targets": ["h1"], "now": 1795400000.0,
+              **setup, **args}
+    proc = subprocess.run([ANSIBLE, "localhost", "-m", "selfheal.core.guard", "-a", json.dumps(params), *extra],
+                          capture_output=True, text=True, check=False, timeout=120,
+                          env={**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+                               "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def test_check_mode_decides_and_writes_nothing(setup: dict[str, str]) -> None:
+    result = guard(setup, "--check", targets=[f"h{i}" for i in range(8)], group_size=8)
+    assert result["decision"]["allowed"] is True and result["decision"]["serial"] == 2
+    assert result["decision"]["batches"] == [["h0", "h1"], ["h2", "h3"], ["h4", "h5"], ["h6", "h7"]]
+    assert result["leases"] == {} and result["changed"] is False
+    s = Store(setup["store"])
+    assert s.audit_trail() == [] and s.leases(["h0"]) == {}
+    s.close()
+
+
+def test_an_allowed_decision_takes_leases_and_a_second_run_is_refused(setup: dict[str, str]) -> None:
+    first = guard(setup, holder="run-a")
+    assert first["decision"]["allowed"] and first["leases"] == {"h1": 1}
+    second = guard(setup, holder="run-b", incident_id="inc-2")
+    assert second["decision"]["allowed"] is False
+    assert "h1: locked by run-a" in " ".join(second["decision"]["reasons"])
+    s = Store(setup["store"])
+    assert [e["event"] for e in s.audit_trail()] == ["decided", "decided"]
+    s.close()
+
+
+def test_the_circuit_opens_demotes_and_escalates_once(setup: dict[str, str]) -> None:
+    s = Store(setup["store"])
+    for i in range(3):
+        s.record_outcome(f"old-{i}", "service_down", f"h{i + 5}", "auto", "failed", at=1795400000.0 - 60 + i)
+    s.close()
+    first = guard(setup)
+    assert first["decision"]["mode"] == "propose" and first["decision"]["allowed"] is False
+    assert first["decision"]["circuit_open"] and first["decision"]["escalate"]
+    again = guard(setup, incident_id="inc-2", now=1795400010.0)
+    assert again["decision"]["circuit_open"] and again["decision"]["escalate"] is False
+
+
+def test_never_automate_and_freezes(setup: dict[str, str]) -> None:
+    never = guard(setup, incident_type="data_corruption")
+    assert never["decision"]["mode"] == "deny" and never["decision"]["escalate"] is True
+    frozen = guard(setup, targets=["db1", "h1"], now=1798200000.0)  # 2026-12-25
+    assert frozen["decision"]["targets"] == ["h1"]
+    assert "freeze 'db freeze'" in frozen["decision"]["skipped"]["db1"]
+
+
+def test_bad_catalog_and_unreachable_store_fail_safe(setup: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump({"incident_types": [{**CATALOG["incident_types"][0], "cooldown": "soon"}]}))
+    result = guard({**setup, "catalog": str(bad)})
+    assert result["failed"] and f"{bad}: incident_types[0].cooldown: must be a number" in result["msg"]
+    down = guard({**setup, "store": "postgresql://selfheal@127.0.0.1:9/selfheal"}, store_password="pw-s3cret-1")
+    assert down["failed"] and "fail safe" in down["msg"] and "pw-s3cret-1" not in json.dumps(down)
+    unknown = guard(setup, incident_type="nope")
+    assert unknown["failed"] and "is not in" in unknown["msg"]
