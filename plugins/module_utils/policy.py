@@ -187,3 +187,31 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
     batches = tuple(eligible[i:i + size] for i in range(0, len(eligible), size))
     reasons.append(f"blast radius: batches of at most {size} of a group of {max(group_size, len(unique))}")
     return Decision(mode, allowed, tuple(reasons), eligible, skipped, batches, size, is_open, escalate)
+
+
+def track_record(itype: str, mode: str, outcomes: Sequence[Mapping[str, Any]], circuit_is_open: bool,
+                 promote_after: int = 5) -> dict[str, Any]:
+    """How runs of a type went, newest first, and what that says about its mode.
+
+    A `propose` type whose last `promote_after` approved runs all verified is
+    reported ready for `auto`; an `auto` type whose circuit is open runs as
+    `propose` until it resets (demoted).
+    """
+    counts: dict[str, int] = {}
+    for item in outcomes:
+        counts[item["outcome"]] = counts.get(item["outcome"], 0) + 1
+    approved = [o for o in outcomes if o["mode"] == "propose" and o["outcome"] != "rejected"][:promote_after]
+    ready = (mode == "propose" and len(approved) == promote_after
+             and all(o["outcome"] == "verified" for o in approved))
+    demoted = mode == "auto" and circuit_is_open
+    if ready:
+        verdict = f"ready for auto: the last {promote_after} approved runs all verified without rollback"
+    elif demoted:
+        verdict = "demoted: its automatic runs kept failing, so it runs as propose until the circuit resets"
+    elif mode == "propose":
+        verdict = (f"stays propose: {sum(1 for o in approved if o['outcome'] == 'verified')} of the last "
+                   f"{promote_after} approved runs verified ({len(approved)} on record)")
+    else:
+        verdict = f"runs as {mode}"
+    return {"incident_type": itype, "mode": mode, "runs": len(outcomes), "outcomes": counts,
+            "ready_for_auto": ready, "demoted": demoted, "verdict": verdict}

@@ -93,3 +93,66 @@ def test_bad_catalog_and_unreachable_store_fail_safe(setup: dict[str, str], tmp_
     assert down["failed"] and "fail safe" in down["msg"] and "pw-s3cret-1" not in json.dumps(down)
     unknown = guard(setup, incident_type="nope")
     assert unknown["failed"] and "is not in" in unknown["msg"]
+
+
+def module(name: str, params: dict[str, Any], *extra: str) -> dict[str, Any]:
+    proc = subprocess.run([ANSIBLE, "localhost", "-m", f"selfheal.core.{name}", "-a", json.dumps(params), *extra],
+                          capture_output=True, text=True, check=False, timeout=120,
+                          env={**os.environ, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+                               "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def test_finish_starts_the_cooldown_releases_and_fences_late_runs(setup: dict[str, str]) -> None:
+    import time as clock
+
+    now = clock.time()
+    first = guard(setup, holder="run-a", now=now)
+    done = module("incident", {"store": setup["store"], "incident_id": "inc-1", "incident_type": "service_down",
+                               "holder": "run-a", "targets": ["h1"], "tokens": first["leases"],
+                               "outcome": "verified", "cooldown": 60})
+    assert done["released"] == ["h1"] and done["fenced_out"] == []
+    cooling = guard(setup, holder="run-b", incident_id="inc-2", now=now + 1)
+    assert cooling["decision"]["allowed"] is False and "cooling down" in cooling["decision"]["skipped"]["h1"]
+    # A run whose lease expired and was taken over changes nothing.
+    s = Store(setup["store"])
+    late_token = s.acquire("h9", "run-late", ttl=0.01, now=now)
+    assert late_token is not None and s.acquire("h9", "run-new", ttl=60, now=now + 1) is not None
+    s.close()
+    late = module("incident", {"store": setup["store"], "incident_id": "inc-3", "incident_type": "service_down",
+                               "holder": "run-late", "targets": ["h9"], "tokens": {"h9": late_token},
+                               "outcome": "failed"})
+    assert late["fenced_out"] == ["h9"] and late["released"] == []
+    s = Store(setup["store"])
+    assert s.leases(["h9"])["h9"][0] == "run-new" and s.cooldowns(["h9"]) == {}
+    s.close()
+
+
+def test_track_record_reports_ready_for_auto_and_demoted(setup: dict[str, str], tmp_path: Path) -> None:
+    catalog = tmp_path / "modes.yml"
+    catalog.write_text(yaml.safe_dump({"incident_types": [
+        {"name": "careful", "match": [{"labels": {"a": "b"}}], "mode": "propose",
+         "playbook": "selfheal.core.remediate_service_down"},
+        {"name": "eager", "match": [{"labels": {"a": "c"}}], "mode": "auto",
+         "playbook": "selfheal.core.remediate_service_down", "circuit": {"failures": 3}},
+    ]}))
+    import time as clock
+
+    s = Store(setup["store"])
+    now = clock.time()
+    for i in range(4):
+        s.record_outcome(f"c{i}", "careful", "h1", "propose", "verified", at=now - 100 + i)
+    s.close()
+    before = module("incident_info", {"store": setup["store"], "catalog": str(catalog)})
+    careful = next(r for r in before["track_record"] if r["incident_type"] == "careful")
+    assert careful["ready_for_auto"] is False and "4 of the last 5" in careful["verdict"]
+    s = Store(setup["store"])
+    s.record_outcome("c4", "careful", "h1", "propose", "verified", at=now - 50)
+    for i in range(3):
+        s.record_outcome(f"e{i}", "eager", "h2", "auto", "failed", at=now - 30 + i)
+    s.close()
+    after = module("incident_info", {"store": setup["store"], "catalog": str(catalog)})
+    records = {r["incident_type"]: r for r in after["track_record"]}
+    assert records["careful"]["ready_for_auto"] is True and "ready for auto" in records["careful"]["verdict"]
+    assert records["eager"]["demoted"] is True and "runs as propose" in records["eager"]["verdict"]
+    assert after["changed"] is False

@@ -1,0 +1,215 @@
+#!/usr/bin/python
+# Copyright: selfheal.core contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: incident
+short_description: Record the outcome of a remediation run, or an event, in the incident store
+version_added: 0.1.0
+description:
+  - With O(action=finish), records the outcome of a run on each target, then
+    (only while the run still holds the target's lease with its fencing
+    token) starts the cooldown when the run changed something and releases
+    the lease. A run whose lease was taken over by a newer run is fenced off
+    and changes nothing but the record of its outcome.
+  - With O(action=audit), appends one event to the append-only audit trail.
+  - Outcomes feed the circuit breaker (failed automatic runs) and the track
+    record of the incident type (see M(selfheal.core.incident_info)).
+author:
+  - selfheal.core developers (@selfheal-core)
+extends_documentation_fragment:
+  - selfheal.core.attributes
+attributes:
+  check_mode:
+    support: full
+    details: In check mode nothing is written; the result says what would be.
+  diff_mode:
+    support: none
+options:
+  store:
+    description: The store, a SQLite file path or a C(postgresql://user@host/db) URL without a password.
+    type: str
+    required: true
+  store_password:
+    description: Password of a PostgreSQL store.
+    type: str
+  action:
+    description: What to record.
+    type: str
+    choices: [finish, audit]
+    default: finish
+  incident_id:
+    description: Id of the incident.
+    type: str
+    required: true
+  incident_type:
+    description: Incident type. Required with O(action=finish).
+    type: str
+  holder:
+    description: Who ran (the holder given to M(selfheal.core.guard)).
+    type: str
+    required: true
+  targets:
+    description: Targets the run concerned (O(action=finish)).
+    type: list
+    elements: str
+    default: []
+  tokens:
+    description: Fencing token of each target's lease, as M(selfheal.core.guard) returned them.
+    type: dict
+    default: {}
+  outcome:
+    description: Outcome of the run (O(action=finish)).
+    type: str
+    choices: [verified, failed, rolled_back, escalated, rejected, timed_out]
+  mode:
+    description: Mode the run took (C(auto) runs count for the circuit breaker).
+    type: str
+    choices: [auto, propose, observe, deny]
+    default: auto
+  acted:
+    description: Whether the run changed something; only then does the cooldown start.
+    type: bool
+    default: true
+  cooldown:
+    description: Seconds of cooldown on each target after a run that acted.
+    type: float
+    default: 300
+  event:
+    description: Name of the audit event (O(action=audit)).
+    type: str
+  details:
+    description: Facts stored with the audit event.
+    type: dict
+    default: {}
+"""
+
+EXAMPLES = r"""
+- name: Record | the run verified; cooldown and release
+  selfheal.core.incident:
+    store: /var/lib/selfheal/store.db
+    incident_id: "{{ incident_id }}"
+    incident_type: service_down
+    holder: "{{ guard.holder }}"
+    targets: "{{ guard.decision.targets }}"
+    tokens: "{{ guard.leases }}"
+    outcome: verified
+  delegate_to: localhost
+
+- name: Record | a proposal was sent
+  selfheal.core.incident:
+    store: /var/lib/selfheal/store.db
+    action: audit
+    incident_id: "{{ incident_id }}"
+    holder: "{{ guard.holder }}"
+    event: proposal_sent
+    details:
+      targets: "{{ guard.decision.targets }}"
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+recorded:
+  description: Targets whose outcome was recorded.
+  returned: action=finish
+  type: list
+  elements: str
+released:
+  description: Targets whose lease was released (and cooldown started when the run acted).
+  returned: action=finish
+  type: list
+  elements: str
+fenced_out:
+  description: Targets whose lease had been taken over by a newer run; nothing but the outcome was recorded.
+  returned: action=finish
+  type: list
+  elements: str
+"""
+
+import time
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
+
+
+class IncidentError(Exception):
+    """Why nothing could be recorded."""
+
+
+def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    if p["action"] == "audit":
+        if not p["event"]:
+            raise IncidentError("action=audit needs event (the name of what happened)")
+    elif not p["incident_type"] or not p["outcome"]:
+        raise IncidentError("action=finish needs incident_type and outcome")
+    if check_mode:
+        return {"changed": True, "recorded": [], "released": [], "fenced_out": []}
+    now = time.time()
+    try:
+        store = Store(p["store"], password=p["store_password"])
+    except StoreError as exc:
+        raise IncidentError(f"nothing recorded: {exc}") from exc
+    recorded: list[str] = []
+    released: list[str] = []
+    fenced_out: list[str] = []
+    try:
+        if p["action"] == "audit":
+            store.audit(p["event"], p["holder"], p["details"], p["incident_id"], now)
+            return {"changed": True}
+        for target in p["targets"]:
+            store.record_outcome(p["incident_id"], p["incident_type"], target, p["mode"], p["outcome"], now)
+            recorded.append(target)
+            token = p["tokens"].get(target)
+            if token is None:
+                continue
+            if not store.fenced(target, p["holder"], int(token), now):
+                fenced_out.append(target)
+                continue
+            if p["acted"]:
+                store.set_cooldown(target, now + p["cooldown"])
+            store.release(target, p["holder"], int(token))
+            released.append(target)
+        summary = {"outcome": p["outcome"], "mode": p["mode"], "acted": p["acted"], "released": released,
+                   "fenced_out": fenced_out}
+        store.audit("finished", p["holder"], summary, p["incident_id"], now)
+    except StoreError as exc:
+        raise IncidentError(f"recording stopped after {recorded}: {exc}") from exc
+    finally:
+        store.close()
+    return {"changed": True, "recorded": recorded, "released": released, "fenced_out": fenced_out}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "store": {"type": "str", "required": True},
+            "store_password": {"type": "str", "no_log": True},
+            "action": {"type": "str", "choices": ["finish", "audit"], "default": "finish"},
+            "incident_id": {"type": "str", "required": True},
+            "incident_type": {"type": "str"},
+            "holder": {"type": "str", "required": True},
+            "targets": {"type": "list", "elements": "str", "default": []},
+            "tokens": {"type": "dict", "default": {}, "no_log": False},  # fencing tokens are counters, not secrets
+            "outcome": {"type": "str", "choices": ["verified", "failed", "rolled_back", "escalated", "rejected",
+                                                   "timed_out"]},
+            "mode": {"type": "str", "choices": ["auto", "propose", "observe", "deny"], "default": "auto"},
+            "acted": {"type": "bool", "default": True},
+            "cooldown": {"type": "float", "default": 300},
+            "event": {"type": "str"},
+            "details": {"type": "dict", "default": {}},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        result = _record(module.params, module.check_mode)
+    except IncidentError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

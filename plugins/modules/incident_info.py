@@ -1,0 +1,139 @@
+#!/usr/bin/python
+# Copyright: selfheal.core contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: incident_info
+short_description: Query the incident store - audit trail, outcomes and track record
+version_added: 0.1.0
+description:
+  - Returns the audit trail (of one incident, or the newest events), and for
+    each incident type of the catalog its track record, the outcomes of its
+    runs and a verdict on its mode. A C(propose) type whose last
+    O(promote_after) approved runs all verified is reported ready for
+    C(auto) (changing the catalog stays a human's decision); an C(auto) type
+    whose circuit breaker is open is reported demoted to C(propose).
+  - Only reads.
+author:
+  - selfheal.core developers (@selfheal-core)
+extends_documentation_fragment:
+  - selfheal.core.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reads only; the same in check mode.
+  diff_mode:
+    support: none
+options:
+  store:
+    description: The store, a SQLite file path or a C(postgresql://user@host/db) URL without a password.
+    type: str
+    required: true
+  store_password:
+    description: Password of a PostgreSQL store.
+    type: str
+  catalog:
+    description: The catalog file; needed for the track record.
+    type: path
+  incident_id:
+    description: Only this incident's audit trail.
+    type: str
+  limit:
+    description: Most audit events and outcomes returned.
+    type: int
+    default: 200
+  promote_after:
+    description: Verified approved runs in a row after which a C(propose) type is reported ready for C(auto).
+    type: int
+    default: 5
+"""
+
+EXAMPLES = r"""
+- name: Report | the track record of every incident type
+  selfheal.core.incident_info:
+    store: /var/lib/selfheal/store.db
+    catalog: /etc/selfheal/catalog.yml
+  register: report
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+audit:
+  description: Audit events, oldest first.
+  returned: always
+  type: list
+  elements: dict
+track_record:
+  description: Per incident type, its runs, outcomes and verdict (only with O(catalog)).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - incident_type: service_down
+      mode: propose
+      runs: 5
+      outcomes: {verified: 5}
+      ready_for_auto: true
+      demoted: false
+      verdict: "ready for auto: the last 5 approved runs all verified without rollback"
+"""
+
+import time
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError, load_catalog
+from ansible_collections.selfheal.core.plugins.module_utils.policy import circuit_open, track_record
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
+
+
+class InfoError(Exception):
+    """Why the store could not be read."""
+
+
+def _report(p: dict[str, Any]) -> dict[str, Any]:
+    now = time.time()
+    try:
+        catalog = load_catalog(p["catalog"]) if p["catalog"] else None
+        store = Store(p["store"], password=p["store_password"])
+    except (PolicyFileError, StoreError) as exc:
+        raise InfoError(str(exc)) from exc
+    try:
+        audit = store.audit_trail(p["incident_id"], limit=p["limit"])
+        records = []
+        for itype in catalog.types if catalog else ():
+            policy = itype.policy
+            is_open = circuit_open(policy, store.failures(itype.name, now - policy.circuit_window), now)[0]
+            records.append(track_record(itype.name, itype.mode, store.outcomes(itype.name, p["limit"]), is_open,
+                                        p["promote_after"]))
+    except StoreError as exc:
+        raise InfoError(str(exc)) from exc
+    finally:
+        store.close()
+    return {"changed": False, "audit": audit, "track_record": records}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "store": {"type": "str", "required": True},
+            "store_password": {"type": "str", "no_log": True},
+            "catalog": {"type": "path"},
+            "incident_id": {"type": "str"},
+            "limit": {"type": "int", "default": 200},
+            "promote_after": {"type": "int", "default": 5},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        result = _report(module.params)
+    except InfoError as exc:
+        module.fail_json(msg=f"cannot read the incident store: {exc}")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
