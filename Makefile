@@ -106,6 +106,7 @@ demo: daemon-up
 bench: daemon-up
 	$(BIN)/python bench/recovery.py $(BENCH_ARGS)
 	$(BIN)/python bench/storm.py $(STORM_ARGS)
+	$(BIN)/python bench/guard.py $(GUARD_ARGS)
 
 bench-storm: deps
 	$(BIN)/python bench/storm.py $(STORM_ARGS)
