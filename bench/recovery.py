@@ -48,7 +48,7 @@ def main() -> int:
     results: list[dict[str, float | None]] = []
     print(f"{'run':>3} {'host':<5} " + " ".join(f"{p:>16}" for p in PHASES), flush=True)
     for run in range(1, args.runs + 1):
-        target = hosts[(run - 1) % len(hosts)]
+        target = demo.pick_target(Path(cfg.lab_dir), hosts, hosts[(run - 1) % len(hosts)])
         since = time.time()
         demo.crash(Path(cfg.lab_dir) / "inventory.yml", target, "demo")
         rec = demo.wait_recovery(path, target, since, args.timeout, quiet=True)

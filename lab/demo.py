@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO / "lab"))
 from labctl import daemon_env, load_config  # noqa: E402
 
 from ansible_collections.selfheal.core.plugins.module_utils import timeline  # noqa: E402
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store  # noqa: E402
 
 
 def lab_inventory(lab_dir: Path) -> dict:
@@ -30,6 +31,38 @@ def lab_inventory(lab_dir: Path) -> dict:
     if not path.exists():
         sys.exit(f"demo: the lab is not up ({path} is missing): run make lab-up")
     return json.loads(path.read_text())
+
+
+def pick_target(lab_dir: Path, hosts: list[str], preferred: str) -> str:
+    """`preferred`, unless the guard would hold it back for a cooldown: then a host that is not cooling.
+
+    Every automatic action starts a cooldown on its target (60 s for service_down in the lab's
+    catalog), so a demo run right after another one picks another host, or waits for the first free.
+    """
+    store_path = lab_dir / "store.db"
+    if not store_path.exists():
+        return preferred
+    store = Store(str(store_path))
+    now = time.time()
+    try:
+        cooling = store.cooldowns(hosts)
+        # a host whose run still holds its lease will cool down as soon as the run records its outcome
+        for host, (_holder, expires) in store.leases(hosts).items():
+            if expires > now:
+                cooling[host] = max(cooling.get(host, 0), now + 60)
+    finally:
+        store.close()
+    order = [preferred] + [h for h in hosts if h != preferred]
+    for host in order:
+        if cooling.get(host, 0) <= now:
+            if host != preferred:
+                print(f"demo: {preferred} is cooling down after the last run; using {host}", flush=True)
+            return host
+    host = min(order, key=lambda h: cooling[h])
+    wait = cooling[host] - now
+    print(f"demo: every host is cooling down after recent runs; waiting {wait:.0f}s for {host}", flush=True)
+    time.sleep(wait + 0.5)
+    return host
 
 
 def crash(inventory_path: Path, target: str, service: str) -> None:
@@ -70,9 +103,10 @@ def main() -> int:
     lab_dir = Path(os.environ.get("SELFHEAL_LAB_DIR") or REPO / ".lab")
     inventory = lab_inventory(lab_dir)
     lab_vars = inventory["all"]["vars"]
-    host = inventory["all"]["hosts"].get(args.target)
-    if host is None:
+    if args.target not in inventory["all"]["hosts"]:
         sys.exit(f"demo: {args.target} is not a lab host; hosts: {', '.join(inventory['all']['hosts'])}")
+    args.target = pick_target(lab_dir, list(inventory["all"]["hosts"]), args.target)
+    host = inventory["all"]["hosts"][args.target]
     print(f"demo: crashing {args.service} on {args.target} ({host['ansible_host']}) with SIGKILL", flush=True)
     since = time.time()
     crash(lab_dir / "inventory.yml", args.target, args.service)

@@ -686,6 +686,9 @@ def write_inventory(cfg: Config) -> Path:
                 "selfheal_service_manager": "command",
                 "selfheal_service_command": f"{sys.executable} {REPO / 'lab' / 'labctl.py'} svc",
                 "selfheal_prometheus_url": f"http://127.0.0.1:{cfg.ports['prometheus']}",
+                "selfheal_store": str(cfg.path("store.db")),
+                "selfheal_catalog": str(REPO / "rulebooks" / "catalog.yml"),
+                "selfheal_group": "demo",
             },
             "hosts": hostvars,
             "children": {

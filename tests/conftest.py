@@ -66,8 +66,13 @@ class Lab:
         proc = self.svc(host, "status", service)
         return json.loads(proc.stdout).get("pid") if proc.stdout else None
 
-    def playbook(self, name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory_path), name, *args],
+    def playbook(self, name: str, *args: str, timeout: float = 300,
+                 store: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a playbook by hand. Its guard uses `store` (default: a scratch store of the test session),
+        so cooldowns and leases of hand runs never hold back the daemon's runs on the lab store."""
+        scratch = store or Path(self.cfg.lab_dir, "test-runs", "store.db")
+        return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory_path), name,
+                               "-e", f"selfheal_store={scratch}", *args],
                               capture_output=True, text=True, check=False, env=self.env, timeout=timeout)
 
 

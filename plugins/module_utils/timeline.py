@@ -25,8 +25,9 @@ STAGES = (
     "action_done",
     "verified_healthy",
     "escalated",
+    "held_back",
 )
-FINAL_STAGES = ("verified_healthy", "escalated")
+FINAL_STAGES = ("verified_healthy", "escalated", "held_back")
 PHASES = (
     ("detect", "fault_injected", "alert_received"),
     ("decide", "alert_received", "remediation_started"),
@@ -112,6 +113,8 @@ class Recovery:
             return "healed"
         if "escalated" in self.stages:
             return "escalated"
+        if "held_back" in self.stages:
+            return "held back"
         return "open"
 
     @property

@@ -136,6 +136,16 @@ holder:
   description: Who holds the leases.
   returned: success
   type: str
+cooldown:
+  description: Seconds of cooldown the catalog sets after a run of this type acts (for M(selfheal.core.incident)).
+  returned: success
+  type: float
+  sample: 300.0
+verify_timeout:
+  description: Seconds the catalog allows for verification of this type.
+  returned: success
+  type: float
+  sample: 30.0
 """
 
 import time
@@ -200,7 +210,8 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         raise GuardError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
     finally:
         store.close()
-    return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder}
+    return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder,
+            "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout}
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ options:
       - action_done
       - verified_healthy
       - escalated
+      - held_back
   target:
     description:
       - The target the stage concerns, an inventory host name.

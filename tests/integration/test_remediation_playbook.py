@@ -96,11 +96,12 @@ def _port_open(address: str, port: int) -> bool:
         return False
 
 
-def test_failed_remediation_escalates_with_the_evidence(lab: Lab, port_squatter: str) -> None:
+def test_failed_remediation_escalates_with_the_evidence(lab: Lab, port_squatter: str, tmp_path: Path) -> None:
     since = time.time()
     seen = len(_notifications(lab))
-    proc = lab.playbook(PLAYBOOK, "-e", f"selfheal_target={port_squatter}", "-e", "selfheal_verify_timeout=3")
-    assert proc.returncode != 0
+    proc = lab.playbook(PLAYBOOK, "-e", f"selfheal_target={port_squatter}", "-e", "selfheal_verify_timeout=3",
+                        store=tmp_path / "store.db")
+    assert proc.returncode != 0, proc.stdout[-3000:]
     assert "was not healed; escalated with evidence" in proc.stdout
     new = _notifications(lab)[seen:]
     assert len(new) == 1, new
@@ -141,3 +142,28 @@ def test_probe_and_timeline_modules_ad_hoc(lab: Lab, tmp_path: Path) -> None:
     assert timeline.read(str(path))[0][0]["at"] == 1795428000.0
     bad = adhoc("selfheal.core.timeline", f"path={path} stage=fault_injected target=h1 at=tomorrow")
     assert bad["failed"] is True and "not an RFC 3339 time" in str(bad["msg"])
+
+
+def test_the_guard_holds_back_a_second_run_during_the_cooldown(lab: Lab, tmp_path: Path) -> None:
+    store = tmp_path / "store.db"
+    assert lab.svc("h3", "kill").returncode == 0
+    first = lab.playbook(PLAYBOOK, "-e", "selfheal_target=h3", store=store)
+    assert first.returncode == 0, first.stdout
+    assert "allowed: true" in first.stdout
+    pid = lab.pid("h3")
+    assert pid is not None
+    second = lab.playbook(PLAYBOOK, "-e", "selfheal_target=h3", store=store)
+    assert second.returncode == 0, second.stdout
+    out = " ".join(second.stdout.split())
+    assert "h3: cooling down until" in out and "allowed: false" in out
+    assert "skipping: no hosts matched" in second.stdout
+    assert lab.pid("h3") == pid, "nothing was touched"
+    from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+
+    s = Store(str(store))
+    try:
+        events = [e["event"] for e in s.audit_trail()]
+        assert events == ["decided", "finished", "decided"], events
+        assert s.leases(["h3"])["h3"][1] == 0, "the first run released its lease"
+    finally:
+        s.close()
