@@ -35,6 +35,7 @@ class Lab:
 
     cfg: labctl.Config
     env: dict[str, str]
+    scratch_store: Path = Path("/nonexistent")
 
     @property
     def inventory_path(self) -> Path:
@@ -66,11 +67,30 @@ class Lab:
         proc = self.svc(host, "status", service)
         return json.loads(proc.stdout).get("pid") if proc.stdout else None
 
+    def wait_until_free(self, host: str) -> None:
+        """Wait out a cooldown or lease that an earlier run left on `host` in the lab's store
+        (the guard would rightly hold back a test's run there)."""
+        from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+
+        path = self.cfg.path("store.db")
+        if not path.exists():
+            return
+        store = Store(str(path))
+        try:
+            busy_until = store.cooldowns([host]).get(host, 0.0)
+            lease = store.leases([host]).get(host)
+            if lease is not None:
+                busy_until = max(busy_until, lease[1])
+        finally:
+            store.close()
+        if busy_until > time.time():
+            time.sleep(busy_until - time.time() + 0.5)
+
     def playbook(self, name: str, *args: str, timeout: float = 300,
                  store: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a playbook by hand. Its guard uses `store` (default: a scratch store of the test session),
+        """Run a playbook by hand. Its guard uses `store` (default: a store of this test session only),
         so cooldowns and leases of hand runs never hold back the daemon's runs on the lab store."""
-        scratch = store or Path(self.cfg.lab_dir, "test-runs", "store.db")
+        scratch = store or self.scratch_store
         return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory_path), name,
                                "-e", f"selfheal_store={scratch}", *args],
                               capture_output=True, text=True, check=False, env=self.env, timeout=timeout)
@@ -83,7 +103,7 @@ def _lab_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The lab, brought up if it is not (the lab needs root: `make test` runs as root)."""
     env = _lab_env()
     was_up = subprocess.run([sys.executable, str(REPO / "lab" / "labctl.py"), "status"], capture_output=True,
@@ -96,7 +116,7 @@ def lab() -> Iterator[Lab]:
                         check=False, env=env, timeout=600)
     if up.returncode != 0:
         pytest.fail(f"the lab did not come up (run `make lab-up` to see why):\n{up.stdout}\n{up.stderr}")
-    the_lab = Lab(labctl.load_config(), env)
+    the_lab = Lab(labctl.load_config(), env, tmp_path_factory.mktemp("hand-runs") / "store.db")
     for host in the_lab.cfg.hosts:  # every host's demo service running, whatever an earlier test did
         the_lab.svc(host.name, "start")
     yield the_lab

@@ -100,6 +100,12 @@ MIGRATIONS: tuple[tuple[int, dict[str, str]], ...] = (
         CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
         FOR EACH ROW EXECUTE FUNCTION selfheal_audit_append_only()"""}),
 )
+# Argument spec of the store options, shared by every module that uses the store
+# (documented once in doc_fragments/store.py).
+STORE_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "store": {"type": "str", "required": True},
+    "store_password": {"type": "str", "no_log": True},
+}
 FAILED_OUTCOMES = ("failed", "rolled_back", "escalated")
 OUTCOMES = ("verified", *FAILED_OUTCOMES, "rejected", "timed_out")
 

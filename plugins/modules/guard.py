@@ -24,6 +24,7 @@ author:
   - selfheal.core developers (@selfheal-core)
 extends_documentation_fragment:
   - selfheal.core.attributes
+  - selfheal.core.store
 attributes:
   check_mode:
     support: full
@@ -52,13 +53,6 @@ options:
     description: The catalog file (YAML).
     type: path
     required: true
-  store:
-    description: The store, a SQLite file path or a C(postgresql://user@host/db) URL without a password.
-    type: str
-    required: true
-  store_password:
-    description: Password of a PostgreSQL store.
-    type: str
   holder:
     description: Who takes the leases, for example the run's id. Defaults to the incident id.
     type: str
@@ -155,7 +149,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError, load_catalog
 from ansible_collections.selfheal.core.plugins.module_utils.policy import Facts, decide
-from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
+from ansible_collections.selfheal.core.plugins.module_utils.store import STORE_ARGUMENT_SPEC, Store, StoreError
 
 
 class GuardError(Exception):
@@ -222,8 +216,7 @@ def main() -> None:
             "targets": {"type": "list", "elements": "str", "required": True},
             "group_size": {"type": "int"},
             "catalog": {"type": "path", "required": True},
-            "store": {"type": "str", "required": True},
-            "store_password": {"type": "str", "no_log": True},
+            **STORE_ARGUMENT_SPEC,
             "holder": {"type": "str"},
             "lease_ttl": {"type": "float", "default": 600},
             "now": {"type": "float"},

@@ -21,6 +21,7 @@ author:
   - selfheal.core developers (@selfheal-core)
 extends_documentation_fragment:
   - selfheal.core.attributes
+  - selfheal.core.store
 attributes:
   check_mode:
     support: full
@@ -28,13 +29,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  store:
-    description: The store, a SQLite file path or a C(postgresql://user@host/db) URL without a password.
-    type: str
-    required: true
-  store_password:
-    description: Password of a PostgreSQL store.
-    type: str
   action:
     description: What to record.
     type: str
@@ -133,7 +127,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
+from ansible_collections.selfheal.core.plugins.module_utils.store import STORE_ARGUMENT_SPEC, Store, StoreError
 
 
 class IncidentError(Exception):
@@ -186,8 +180,7 @@ def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "store": {"type": "str", "required": True},
-            "store_password": {"type": "str", "no_log": True},
+            **STORE_ARGUMENT_SPEC,
             "action": {"type": "str", "choices": ["finish", "audit"], "default": "finish"},
             "incident_id": {"type": "str", "required": True},
             "incident_type": {"type": "str"},

@@ -20,6 +20,7 @@ author:
   - selfheal.core developers (@selfheal-core)
 extends_documentation_fragment:
   - selfheal.core.attributes
+  - selfheal.core.store
 attributes:
   check_mode:
     support: full
@@ -27,13 +28,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  store:
-    description: The store, a SQLite file path or a C(postgresql://user@host/db) URL without a password.
-    type: str
-    required: true
-  store_password:
-    description: Password of a PostgreSQL store.
-    type: str
   catalog:
     description: The catalog file; needed for the track record.
     type: path
@@ -87,7 +81,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError, load_catalog
 from ansible_collections.selfheal.core.plugins.module_utils.policy import circuit_open, track_record
-from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
+from ansible_collections.selfheal.core.plugins.module_utils.store import STORE_ARGUMENT_SPEC, Store, StoreError
 
 
 class InfoError(Exception):
@@ -119,8 +113,7 @@ def _report(p: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "store": {"type": "str", "required": True},
-            "store_password": {"type": "str", "no_log": True},
+            **STORE_ARGUMENT_SPEC,
             "catalog": {"type": "path"},
             "incident_id": {"type": "str"},
             "limit": {"type": "int", "default": 200},

@@ -28,6 +28,7 @@ def _recovery(lab: Lab, target: str, since: float) -> timeline.Recovery | None:
 
 def test_crashed_service_is_healed_verified_and_on_record(daemon: Lab) -> None:
     lab, target = daemon, "h2"
+    lab.wait_until_free(target)
     others = {h.name: lab.pid(h.name) for h in lab.cfg.hosts if h.name != target}
     assert all(others.values()), f"every other demo service runs before the test: {others}"
     before = lab.pid(target)
@@ -59,6 +60,7 @@ def test_crashed_service_is_healed_verified_and_on_record(daemon: Lab) -> None:
 
 def test_resolved_alert_triggers_no_action(daemon: Lab) -> None:
     lab, target = daemon, "h3"
+    lab.wait_until_free(target)
     log = lab.cfg.path("log", "rulebook.log")
     log_start = log.stat().st_size
     since = time.time()

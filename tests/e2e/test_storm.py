@@ -45,6 +45,7 @@ def _incident(lab: Lab, incident_id: str) -> dict[str, Any]:
 def test_storm_behind_a_failed_database_is_one_incident_and_one_run(daemon: Lab) -> None:
     lab = daemon
     db = next(h for h in lab.cfg.hosts if "db" in h.groups)
+    lab.wait_until_free(db.name)
     since = time.time()
     assert lab.svc(db.name, "kill", "postgres").returncode == 0
 
