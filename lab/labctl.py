@@ -199,7 +199,7 @@ def preflight(cfg: Config) -> None:
     for name, port in cfg.ports.items():
         if name == "rulebook":
             continue  # the daemon's port is checked when the daemon starts
-        if _alive(cfg, name) is None and _port_taken("127.0.0.1", port):
+        if _alive(cfg, name) is None and _port_busy("127.0.0.1", port):
             problems.append(
                 f"port {port} (needed by {name}) is already in use by another process: "
                 f"stop it, or pick other ports with SELFHEAL_LAB_PORT_BASE=<n> (now {cfg.port_base})"
@@ -214,6 +214,16 @@ def preflight(cfg: Config) -> None:
                 )
     if problems:
         raise LabError("cannot bring the lab up:\n- " + "\n- ".join(problems))
+
+
+def _port_busy(address: str, port: int, patience: float = 10.0) -> bool:
+    """Taken, and still taken after `patience` seconds (a process that is exiting frees it soon)."""
+    deadline = time.monotonic() + patience
+    while _port_taken(address, port):
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _port_taken(address: str, port: int) -> bool:
@@ -302,14 +312,25 @@ def _stop(cfg: Config, name: str, sig: int = signal.SIGTERM, grace: float = 10.0
         return False
     os.kill(pid, sig)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(cfg, name) == pid:
+    # Gone means gone from the process table (or a zombie), not only its command line:
+    # an exiting process keeps its ports until it is gone.
+    while time.monotonic() < deadline and _running(pid):
         time.sleep(0.05)
-    if _alive(cfg, name) == pid:
+    if _running(pid):
         os.kill(pid, signal.SIGKILL)
-        while _alive(cfg, name) == pid:
+        while _running(pid):
             time.sleep(0.05)
     _pidfile(cfg, name).unlink(missing_ok=True)
     return True
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (only used for a pid this lab verified as its own)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _wait(what: str, check: object, timeout: float, log: Path | None = None,
@@ -745,7 +766,7 @@ def daemon(cfg: Config, action: str) -> int:
         raise LabError(f"{rulebook_bin} is missing: run make venv first")
     if not cfg.path("inventory.yml").exists():
         raise LabError("the lab is not up (no inventory): run labctl.py up first")
-    if _port_taken("127.0.0.1", port):
+    if _port_busy("127.0.0.1", port):
         raise LabError(f"port {port} (rulebook event source) is already in use: stop that process or set "
                        "SELFHEAL_LAB_PORT_BASE")
     varsfile = cfg.path("rulebook_vars.yml")
