@@ -145,15 +145,10 @@ verify_timeout:
 import time
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError, load_catalog
+from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
 from ansible_collections.selfheal.core.plugins.module_utils.policy import Facts, decide
 from ansible_collections.selfheal.core.plugins.module_utils.store import STORE_ARGUMENT_SPEC, Store, StoreError
-
-
-class GuardError(Exception):
-    """Why no decision could be made; the task fails with it and nothing is done."""
 
 
 def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
@@ -162,18 +157,18 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     try:
         catalog = load_catalog(p["catalog"])
     except PolicyFileError as exc:
-        raise GuardError(f"cannot decide: {exc}") from exc
+        raise ModuleError(f"cannot decide: {exc}") from exc
     itype = catalog.get(p["incident_type"])
     if itype is None:
-        raise GuardError(f"cannot decide: incident type {p['incident_type']!r} is not in {p['catalog']} "
-                         f"(types: {', '.join(t.name for t in catalog.types)})")
+        raise ModuleError(f"cannot decide: incident type {p['incident_type']!r} is not in {p['catalog']} "
+                          f"(types: {', '.join(t.name for t in catalog.types)})")
     policy = itype.policy
     targets = list(dict.fromkeys(p["targets"]))
     leases: dict[str, int] = {}
     try:
         store = Store(p["store"], password=p["store_password"])
     except StoreError as exc:
-        raise GuardError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
+        raise ModuleError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
     try:
         facts = Facts(
             now=now,
@@ -201,33 +196,28 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             store.record_decision(p["incident_id"], itype.name, holder, result, now)
             store.audit("decided", holder, {"decision": result, "leases": leases}, p["incident_id"], now)
     except StoreError as exc:
-        raise GuardError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
+        raise ModuleError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
     finally:
         store.close()
     return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder,
             "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout}
 
 
+ARGUMENT_SPEC = {
+    "incident_id": {"type": "str", "required": True},
+    "incident_type": {"type": "str", "required": True},
+    "targets": {"type": "list", "elements": "str", "required": True},
+    "group_size": {"type": "int"},
+    "catalog": {"type": "path", "required": True},
+    **STORE_ARGUMENT_SPEC,
+    "holder": {"type": "str"},
+    "lease_ttl": {"type": "float", "default": 600},
+    "now": {"type": "float"},
+}
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "incident_id": {"type": "str", "required": True},
-            "incident_type": {"type": "str", "required": True},
-            "targets": {"type": "list", "elements": "str", "required": True},
-            "group_size": {"type": "int"},
-            "catalog": {"type": "path", "required": True},
-            **STORE_ARGUMENT_SPEC,
-            "holder": {"type": "str"},
-            "lease_ttl": {"type": "float", "default": 600},
-            "now": {"type": "float"},
-        },
-        supports_check_mode=True,
-    )
-    try:
-        result = _guard(module.params, module.check_mode)
-    except GuardError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    run_module(ARGUMENT_SPEC, _guard)
 
 
 if __name__ == "__main__":

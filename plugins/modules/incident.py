@@ -125,28 +125,28 @@ fenced_out:
 import time
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.selfheal.core.plugins.module_utils.store import STORE_ARGUMENT_SPEC, Store, StoreError
-
-
-class IncidentError(Exception):
-    """Why nothing could be recorded."""
+from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
+from ansible_collections.selfheal.core.plugins.module_utils.store import (
+    OUTCOMES,
+    STORE_ARGUMENT_SPEC,
+    Store,
+    StoreError,
+)
 
 
 def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     if p["action"] == "audit":
         if not p["event"]:
-            raise IncidentError("action=audit needs event (the name of what happened)")
+            raise ModuleError("action=audit needs event (the name of what happened)")
     elif not p["incident_type"] or not p["outcome"]:
-        raise IncidentError("action=finish needs incident_type and outcome")
+        raise ModuleError("action=finish needs incident_type and outcome")
     if check_mode:
         return {"changed": True, "recorded": [], "released": [], "fenced_out": []}
     now = time.time()
     try:
         store = Store(p["store"], password=p["store_password"])
     except StoreError as exc:
-        raise IncidentError(f"nothing recorded: {exc}") from exc
+        raise ModuleError(f"nothing recorded: {exc}") from exc
     recorded: list[str] = []
     released: list[str] = []
     fenced_out: list[str] = []
@@ -171,37 +171,31 @@ def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                    "fenced_out": fenced_out}
         store.audit("finished", p["holder"], summary, p["incident_id"], now)
     except StoreError as exc:
-        raise IncidentError(f"recording stopped after {recorded}: {exc}") from exc
+        raise ModuleError(f"recording stopped after {recorded}: {exc}") from exc
     finally:
         store.close()
     return {"changed": True, "recorded": recorded, "released": released, "fenced_out": fenced_out}
 
 
+ARGUMENT_SPEC = {
+    **STORE_ARGUMENT_SPEC,
+    "action": {"type": "str", "choices": ["finish", "audit"], "default": "finish"},
+    "incident_id": {"type": "str", "required": True},
+    "incident_type": {"type": "str"},
+    "holder": {"type": "str", "required": True},
+    "targets": {"type": "list", "elements": "str", "default": []},
+    "tokens": {"type": "dict", "default": {}, "no_log": False},  # fencing tokens are counters, not secrets
+    "outcome": {"type": "str", "choices": list(OUTCOMES)},
+    "mode": {"type": "str", "choices": ["auto", "propose", "observe", "deny"], "default": "auto"},
+    "acted": {"type": "bool", "default": True},
+    "cooldown": {"type": "float", "default": 300},
+    "event": {"type": "str"},
+    "details": {"type": "dict", "default": {}},
+}
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **STORE_ARGUMENT_SPEC,
-            "action": {"type": "str", "choices": ["finish", "audit"], "default": "finish"},
-            "incident_id": {"type": "str", "required": True},
-            "incident_type": {"type": "str"},
-            "holder": {"type": "str", "required": True},
-            "targets": {"type": "list", "elements": "str", "default": []},
-            "tokens": {"type": "dict", "default": {}, "no_log": False},  # fencing tokens are counters, not secrets
-            "outcome": {"type": "str", "choices": ["verified", "failed", "rolled_back", "escalated", "rejected",
-                                                   "timed_out"]},
-            "mode": {"type": "str", "choices": ["auto", "propose", "observe", "deny"], "default": "auto"},
-            "acted": {"type": "bool", "default": True},
-            "cooldown": {"type": "float", "default": 300},
-            "event": {"type": "str"},
-            "details": {"type": "dict", "default": {}},
-        },
-        supports_check_mode=True,
-    )
-    try:
-        result = _record(module.params, module.check_mode)
-    except IncidentError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    run_module(ARGUMENT_SPEC, _record)
 
 
 if __name__ == "__main__":

@@ -77,24 +77,19 @@ track_record:
 import time
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError, load_catalog
+from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
 from ansible_collections.selfheal.core.plugins.module_utils.policy import circuit_open, track_record
 from ansible_collections.selfheal.core.plugins.module_utils.store import STORE_ARGUMENT_SPEC, Store, StoreError
 
 
-class InfoError(Exception):
-    """Why the store could not be read."""
-
-
-def _report(p: dict[str, Any]) -> dict[str, Any]:
+def _report(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     now = time.time()
     try:
         catalog = load_catalog(p["catalog"]) if p["catalog"] else None
         store = Store(p["store"], password=p["store_password"])
     except (PolicyFileError, StoreError) as exc:
-        raise InfoError(str(exc)) from exc
+        raise ModuleError(f"cannot read the incident store: {exc}") from exc
     try:
         audit = store.audit_trail(p["incident_id"], limit=p["limit"])
         records = []
@@ -104,28 +99,23 @@ def _report(p: dict[str, Any]) -> dict[str, Any]:
             records.append(track_record(itype.name, itype.mode, store.outcomes(itype.name, p["limit"]), is_open,
                                         p["promote_after"]))
     except StoreError as exc:
-        raise InfoError(str(exc)) from exc
+        raise ModuleError(f"cannot read the incident store: {exc}") from exc
     finally:
         store.close()
     return {"changed": False, "audit": audit, "track_record": records}
 
 
+ARGUMENT_SPEC = {
+    **STORE_ARGUMENT_SPEC,
+    "catalog": {"type": "path"},
+    "incident_id": {"type": "str"},
+    "limit": {"type": "int", "default": 200},
+    "promote_after": {"type": "int", "default": 5},
+}
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **STORE_ARGUMENT_SPEC,
-            "catalog": {"type": "path"},
-            "incident_id": {"type": "str"},
-            "limit": {"type": "int", "default": 200},
-            "promote_after": {"type": "int", "default": 5},
-        },
-        supports_check_mode=True,
-    )
-    try:
-        result = _report(module.params)
-    except InfoError as exc:
-        module.fail_json(msg=f"cannot read the incident store: {exc}")
-    module.exit_json(**result)
+    run_module(ARGUMENT_SPEC, _report)
 
 
 if __name__ == "__main__":

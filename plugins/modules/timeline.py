@@ -103,37 +103,37 @@ entry:
       summary: restarting demo on web1
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from typing import Any
 
+from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
 from ansible_collections.selfheal.core.plugins.module_utils.signals import SignalError, parse_time
 from ansible_collections.selfheal.core.plugins.module_utils.timeline import STAGES, TimelineError, build, record
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "stage": {"type": "str", "required": True, "choices": list(STAGES)},
-            "target": {"type": "str", "required": True},
-            "incident_id": {"type": "str"},
-            "at": {"type": "str"},
-            "details": {"type": "dict", "default": {}},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     try:
         at = None
         if p["at"] not in (None, ""):
             text = p["at"]
             at = parse_time(float(text) if _is_number(text) else text)
-        if module.check_mode:
+        if check_mode:
             entry = build(p["stage"], p["target"], p["incident_id"], at, p["details"])
         else:
             entry = record(p["path"], p["stage"], p["target"], p["incident_id"], at, p["details"])
     except (TimelineError, SignalError) as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=not module.check_mode, entry=entry)
+        raise ModuleError(str(exc)) from exc
+    return {"changed": not check_mode, "entry": entry}
+
+
+def main() -> None:
+    run_module({
+        "path": {"type": "path", "required": True},
+        "stage": {"type": "str", "required": True, "choices": list(STAGES)},
+        "target": {"type": "str", "required": True},
+        "incident_id": {"type": "str"},
+        "at": {"type": "str"},
+        "details": {"type": "dict", "default": {}},
+    }, _record)
 
 
 def _is_number(text: str) -> bool:

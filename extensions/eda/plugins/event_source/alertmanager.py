@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from ansible_collections.selfheal.core.plugins.module_utils.signals import SignalError
+    import ansible_collections.selfheal.core.plugins.module_utils  # noqa: F401 pylint: disable=unused-import
 except ImportError:
     # ansible-rulebook runs this file by path and does not put the collection
     # root on sys.path: add the directory that holds ansible_collections/.
@@ -320,10 +320,10 @@ async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
         raise ValueError(f"{PLUGIN}: argument data_path_separator must not be empty")
     pipeline = _Pipeline(settings)
     try:
+        # serve() calls on_idle when idle and once more when it stops: the last save
         await serve(PLUGIN, queue, settings, pipeline.parse, pipeline.process, pipeline.tick,
                     on_idle=pipeline.save)
     finally:
-        pipeline.save()
         if pipeline.store is not None:
             pipeline.store.close()
 
