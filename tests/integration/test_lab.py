@@ -19,11 +19,12 @@ def _labctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_taken_port_is_named_and_nothing_is_started(tmp_path: Path) -> None:
-    base = 45000
-    env = {**os.environ, "SELFHEAL_LAB_DIR": str(tmp_path / "lab"), "SELFHEAL_LAB_PORT_BASE": str(base)}
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", base + 90))
+        # The kernel picks a free port for the squatter (a fixed one may be held by a client connection).
+        squatter.bind(("127.0.0.1", 0))
         squatter.listen()
+        base = squatter.getsockname()[1] - 90
+        env = {**os.environ, "SELFHEAL_LAB_DIR": str(tmp_path / "lab"), "SELFHEAL_LAB_PORT_BASE": str(base)}
         proc = _labctl("up", env=env)
     assert proc.returncode == 1
     assert f"port {base + 90} (needed by prometheus) is already in use" in proc.stderr
