@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -32,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from ansible_collections.selfheal.core.plugins.module_utils.signing import verify
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +115,6 @@ def ssl_context(plugin: str, settings: dict[str, Any]) -> ssl.SSLContext | None:
     return ctx
 
 
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The signature header value for `body` sent at `timestamp` (what senders compute)."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
 def authenticate(headers: Any, body: bytes, settings: dict[str, Any], now: float) -> str | None:
     """None when the request may pass, else why not (without any secret in the reason)."""
     token = settings["token"]
@@ -131,13 +126,10 @@ def authenticate(headers: Any, body: bytes, settings: dict[str, Any], now: float
     secret = settings["hmac_secret"]
     if secret is not None:
         stamp = headers.get(settings["hmac_timestamp_header"], "")
-        signature = headers.get(settings["hmac_header"], "")
-        if not stamp.isdigit():
+        why = verify(secret, body, stamp, headers.get(settings["hmac_header"], ""), now, settings["hmac_max_age"])
+        if why is not None and not stamp.isdigit():
             return f"missing or malformed {settings['hmac_timestamp_header']} header"
-        if abs(now - int(stamp)) > settings["hmac_max_age"]:
-            return f"signature timestamp is more than {settings['hmac_max_age']}s away from now"
-        if not hmac.compare_digest(signature.encode(), sign(secret, body, int(stamp)).encode()):
-            return "missing or wrong HMAC signature"
+        return why
     return None
 
 

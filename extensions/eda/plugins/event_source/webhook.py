@@ -1,11 +1,10 @@
 # Copyright: selfheal.core contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Receive generic JSON events and signed approval messages over HTTP(S)."""
+"""Receive generic JSON events, and pair signed proposals with approvals over HTTP(S)."""
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,17 @@ from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._inge
     parse_args,
     serve,
 )
+from ansible_collections.selfheal.core.plugins.module_utils.approvals import (
+    ApprovalError,
+    Approvals,
+    parse_approval,
+    parse_proposal,
+)
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
 
 DOCUMENTATION = r"""
 ---
-short_description: Receive generic JSON events and signed approval messages.
+short_description: Receive generic JSON events; pair signed proposals with approvals and timeouts.
 description:
   - An ansible-rulebook event source with the security of
     C(selfheal.core.alertmanager) (loopback by default, bearer token, HMAC
@@ -34,11 +40,23 @@ description:
     for malformed input, 401 for bad credentials, no headers or secrets in
     events or logs).
   - A JSON object posted to any path becomes one event with C(payload) and C(meta.endpoint).
-  - A message posted to O(approval_path) is an approval or a rejection of a
-    proposed remediation. It must be HMAC-signed (O(hmac_secret) is required
-    for it) and have C(incident_id), C(decision) (V(approve) or V(reject)) and
-    C(approver), optionally C(reason). It becomes an event with C(approval)
-    (those four fields) and C(meta.endpoint).
+  - A proposal posted to O(proposal_path) waits for a human. It must be
+    HMAC-signed and have C(incident_id) and C(targets); optionally
+    C(incident_type), C(summary), C(reasons), C(evidence), C(context) (what the
+    remediation needs when it runs) and C(timeout) (seconds, default
+    O(approval_timeout)). It becomes a C(proposal_pending) event. A second
+    proposal for an incident that is already waiting gets 409.
+  - A message posted to O(approval_path) approves or rejects a waiting
+    proposal. It must be HMAC-signed and have C(incident_id), C(decision)
+    (V(approve) or V(reject)) and C(approver), optionally C(reason). An
+    approval for an incident with no waiting proposal (never proposed, already
+    decided, timed out) gets 409 with what happened to it.
+  - Each proposal is answered exactly once, by an event with C(kind)
+    V(approval_granted) or V(approval_rejected) (with C(proposal) and
+    C(approval)), or V(approval_timed_out) (with C(proposal)) when its
+    deadline passes without a decision.
+  - With O(state_path), waiting proposals are kept in a SQLite store and survive a restart of the daemon;
+    deadlines that passed while it was down time out at start.
 options:
   host:
     description: Address to listen on. The default listens on loopback only.
@@ -89,24 +107,46 @@ options:
     type: int
     default: 10000
   approval_path:
-    description: Path (without the leading slash) that receives approval messages.
+    description: Path (without the leading slash) that receives approvals and rejections.
     type: str
     default: approvals
+  proposal_path:
+    description: Path (without the leading slash) that receives proposals.
+    type: str
+    default: proposals
+  approval_timeout:
+    description: Seconds a proposal waits for a decision when it does not say.
+    type: float
+    default: 900
+  max_pending:
+    description: Most proposals waiting at once; more get 409.
+    type: int
+    default: 1000
+  state_path:
+    description: SQLite file that keeps waiting proposals across restarts (may be the correlation store).
+    type: str
 """
 
 EXAMPLES = r"""
-- name: Approvals for proposed remediations
+- name: Proposed remediations wait for a human
   hosts: all
   sources:
     - selfheal.core.webhook:
         port: 5001
         hmac_secret: "{{ approval_hmac_secret }}"
+        approval_timeout: 600
+        state_path: /var/lib/selfheal/store.db
   rules:
-    - name: A human approved
-      condition: event.approval.decision == "approve"
+    - name: A human approved, remediate
+      condition: event.kind == "approval_granted"
       action:
-        debug:
-          msg: "{{ event.approval.approver }} approved {{ event.approval.incident_id }}"
+        run_playbook:
+          name: selfheal.core.remediate_service_down
+    - name: Rejected or timed out, record and escalate
+      condition: event.kind in ["approval_rejected", "approval_timed_out"]
+      action:
+        run_playbook:
+          name: selfheal.core.proposal_closed
 """
 
 PLUGIN = "selfheal.core.webhook"
@@ -114,50 +154,94 @@ logger = logging.getLogger(__name__)
 
 _ARGS: dict[str, tuple[type, Any, bool]] = {
     "approval_path": (str, "approvals", False),
+    "proposal_path": (str, "proposals", False),
+    "approval_timeout": (float, 900.0, False),
+    "max_pending": (int, 1000, False),
+    "state_path": (str, None, False),
 }
-_DECISIONS = ("approve", "reject")
-_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_STATE_NAME = "selfheal.core.webhook/approvals"
 
 
-def _approval(payload: Any) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise Refused(400, "an approval must be a JSON object")
-    extra = sorted(set(payload) - {"incident_id", "decision", "approver", "reason"})
-    if extra:
-        raise Refused(400, f"unknown approval field(s): {', '.join(extra)[:200]}")
-    incident_id, decision, approver = payload.get("incident_id"), payload.get("decision"), payload.get("approver")
-    if not isinstance(incident_id, str) or not _ID.match(incident_id):
-        raise Refused(400, "incident_id must be an incident id (letters, digits, _ . : -; at most 128)")
-    if decision not in _DECISIONS:
-        raise Refused(400, f"decision must be one of {', '.join(_DECISIONS)}")
-    if not isinstance(approver, str) or not 0 < len(approver) <= 128:
-        raise Refused(400, "approver must name who decided (at most 128 characters)")
-    reason = payload.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > 2000:
-        raise Refused(400, "reason must be a string of at most 2000 characters")
-    return {"incident_id": incident_id, "decision": decision, "approver": approver, "reason": reason}
+class _Pairing:
+    """Proposals and approvals: validated at the door (so the sender hears why), paired in order."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self.paths = {settings[name].strip("/"): name for name in ("approval_path", "proposal_path")}
+        if "" in self.paths or len(self.paths) != 2:
+            raise ValueError(f"{PLUGIN}: arguments approval_path and proposal_path must be set and differ")
+        if settings["approval_timeout"] <= 0 or settings["max_pending"] < 1:
+            raise ValueError(f"{PLUGIN}: arguments approval_timeout and max_pending must be positive")
+        self.approvals = Approvals(settings["max_pending"])
+        self.store: Store | None = None
+        if settings["state_path"]:
+            try:
+                self.store = Store(settings["state_path"])
+                state = self.store.load_state(_STATE_NAME)
+                if state is not None:
+                    self.approvals.load_state(state)
+                    logger.info("%s: %d proposals still wait for a decision", PLUGIN, len(self.approvals.pending))
+            except (StoreError, ValueError, TypeError) as exc:
+                raise ValueError(f"{PLUGIN}: argument state_path: {exc}") from None
+
+    def parse(self, payload: Any, endpoint: str, received_at: float) -> list[Any]:
+        meta = {"endpoint": endpoint, "received_at": received_at}
+        which = self.paths.get(endpoint.strip("/"))
+        if which is None:
+            if not isinstance(payload, dict):
+                raise Refused(400, f"payload must be a JSON object, got {type(payload).__name__}")
+            return [{"payload": payload, "meta": meta}]
+        if self.settings["hmac_secret"] is None:
+            raise Refused(403, "proposals and approvals need a signed request: set hmac_secret on this source")
+        try:
+            if which == "proposal_path":
+                proposal = parse_proposal(payload, self.settings["approval_timeout"])
+                self.approvals.check_proposal(proposal)
+                return [{"proposal": proposal, "meta": meta}]
+            approval = parse_approval(payload)
+            self.approvals.check_approval(approval)
+            return [{"approval": approval, "meta": meta}]
+        except ApprovalError as exc:
+            raise Refused(exc.status, exc.reason) from None
+
+    def process(self, item: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        try:
+            if "proposal" in item:
+                events = self.approvals.propose(item["proposal"], now)
+            elif "approval" in item:
+                events = self.approvals.decide(item["approval"], now)
+            else:
+                return [item]
+        except ApprovalError as exc:  # a second answer that was accepted while the first one was buffered
+            logger.warning("%s: %s", PLUGIN, exc.reason)
+            return []
+        self.save()
+        return [{**event, "meta": item["meta"]} for event in events]
+
+    def tick(self, now: float) -> list[dict[str, Any]]:
+        events = self.approvals.tick(now)
+        if events:
+            self.save()
+        return [{**event, "meta": {"endpoint": "", "received_at": now}} for event in events]
+
+    def save(self) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.save_state(_STATE_NAME, self.approvals.to_state())
+        except StoreError as exc:
+            logger.error("%s: %s (proposals are kept in memory and saved again at the next change)", PLUGIN, exc)
 
 
 async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
     """Serve until cancelled."""
     settings = parse_args(PLUGIN, args, _ARGS)
-    approval_path = settings["approval_path"].strip("/")
-    if not approval_path:
-        raise ValueError(f"{PLUGIN}: argument approval_path must not be empty")
-
-    def parse(payload: Any, endpoint: str, received_at: float) -> list[Any]:
-        if endpoint.strip("/") == approval_path:
-            if settings["hmac_secret"] is None:
-                raise Refused(403, "approvals need a signed request: set hmac_secret on this source")
-            return [{"approval": _approval(payload), "meta": {"endpoint": endpoint, "received_at": received_at}}]
-        if not isinstance(payload, dict):
-            raise Refused(400, f"payload must be a JSON object, got {type(payload).__name__}")
-        return [{"payload": payload, "meta": {"endpoint": endpoint, "received_at": received_at}}]
-
-    def process(item: dict[str, Any], now: float) -> list[dict[str, Any]]:
-        return [item]
-
-    await serve(PLUGIN, queue, settings, parse, process)
+    pairing = _Pairing(settings)
+    try:
+        await serve(PLUGIN, queue, settings, pairing.parse, pairing.process, pairing.tick)
+    finally:
+        if pairing.store is not None:
+            pairing.store.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Security of the HTTP event sources: credentials, signatures, TLS, fuzzed input, no leaks."""
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from source_harness import Client, ThreadedSource, drain, serve
 
 from ansible_collections.selfheal.core.extensions.eda.plugins.event_source import alertmanager, webhook
-from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import sign
+from ansible_collections.selfheal.core.plugins.module_utils.signing import sign
 
 TOKEN = "tok-5ecret-0123456789abcdef"
 SECRET = "hmac-5ecret-0123456789abcdef"
@@ -67,10 +68,16 @@ def test_hmac_signature_is_required_checked_and_fresh() -> None:
 
 
 def test_approvals_must_be_signed_and_well_formed() -> None:
-    good = json.dumps({"incident_id": "service_down-0a1b2c3d4e", "decision": "approve", "approver": "ana"}).encode()
+    incident = "service_down-0a1b2c3d4e"
+    proposal = json.dumps({"incident_id": incident, "targets": ["h1"], "summary": "restart demo on h1"}).encode()
+    good = json.dumps({"incident_id": incident, "decision": "approve", "approver": "ana"}).encode()
 
     async def body(post: Client, queue: Any) -> None:
         forged = signed(good, secret="forger-secret-0123456789")
+        assert (await post(proposal, path="/proposals")).status == 401
+        assert (await post(proposal, path="/proposals", headers=signed(proposal))).status == 202
+        [pending] = await drain(queue, 1)
+        assert pending["kind"] == "proposal_pending" and pending["proposal"]["targets"] == ["h1"]
         assert (await post(good, path="/approvals", headers=forged)).status == 401
         assert (await post(good, path="/approvals")).status == 401
         bad = json.dumps({"incident_id": "x y", "decision": "maybe", "approver": ""}).encode()
@@ -78,16 +85,67 @@ def test_approvals_must_be_signed_and_well_formed() -> None:
         assert queue.empty()
         assert (await post(good, path="/approvals", headers=signed(good))).status == 202
         [event] = await drain(queue, 1)
-        assert event["approval"] == {"incident_id": "service_down-0a1b2c3d4e", "decision": "approve",
-                                     "approver": "ana", "reason": ""}
+        assert event["kind"] == "approval_granted"
+        assert event["proposal"]["summary"] == "restart demo on h1"
+        assert {k: event["approval"][k] for k in ("incident_id", "decision", "approver", "reason")} == {
+            "incident_id": incident, "decision": "approve", "approver": "ana", "reason": ""}
+        again = await post(good, path="/approvals", headers=signed(good))
+        assert again.status == 409 and "approved by ana" in again.body["error"]
+        assert queue.empty()
 
     serve(webhook.main, {"hmac_secret": SECRET}, body, )
+
+
+def test_a_proposal_is_rejected_or_times_out_exactly_once() -> None:
+    def sent(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        raw = json.dumps(data).encode()
+        return raw, signed(raw)
+
+    async def body(post: Client, queue: Any) -> None:
+        for incident in ("i-reject", "i-timeout"):
+            raw, headers = sent({"incident_id": incident, "targets": ["h2"], "timeout": 1})
+            assert (await post(raw, path="/proposals", headers=headers)).status == 202
+            raw, headers = sent({"incident_id": incident, "targets": ["h2"]})
+            assert (await post(raw, path="/proposals", headers=headers)).status == 409, "one proposal at a time"
+        raw, headers = sent({"incident_id": "i-reject", "decision": "reject", "approver": "bo", "reason": "not now"})
+        assert (await post(raw, path="/approvals", headers=headers)).status == 202
+        events = await drain(queue, 4)
+        kinds = [(e["kind"], e["proposal"]["incident_id"]) for e in events]
+        assert kinds.count(("proposal_pending", "i-reject")) == 1
+        assert ("approval_rejected", "i-reject") in kinds and ("approval_timed_out", "i-timeout") in kinds
+        raw, headers = sent({"incident_id": "i-timeout", "decision": "approve", "approver": "late"})
+        late = await post(raw, path="/approvals", headers=headers)
+        assert late.status == 409 and "timed out" in late.body["error"]
+        await asyncio.sleep(1.5)
+        assert queue.empty(), "each proposal is answered once"
+
+    serve(webhook.main, {"hmac_secret": SECRET}, body)
+
+
+def test_waiting_proposals_survive_a_restart(tmp_path: Path) -> None:
+    state = str(tmp_path / "store.db")
+    raw = json.dumps({"incident_id": "i-kept", "targets": ["h3"], "timeout": 600}).encode()
+    approval = json.dumps({"incident_id": "i-kept", "decision": "approve", "approver": "cy"}).encode()
+
+    async def first(post: Client, queue: Any) -> None:
+        assert (await post(raw, path="/proposals", headers=signed(raw))).status == 202
+        await drain(queue, 1)
+
+    async def second(post: Client, queue: Any) -> None:
+        assert (await post(approval, path="/approvals", headers=signed(approval))).status == 202
+        [event] = await drain(queue, 1)
+        assert event["kind"] == "approval_granted" and event["proposal"]["targets"] == ["h3"]
+
+    serve(webhook.main, {"hmac_secret": SECRET, "state_path": state}, first)
+    serve(webhook.main, {"hmac_secret": SECRET, "state_path": state}, second)
 
 
 def test_approvals_are_refused_without_a_signing_secret() -> None:
     async def body(post: Client, queue: Any) -> None:
         reply = await post({"incident_id": "a", "decision": "approve", "approver": "x"}, path="/approvals")
         assert reply.status == 403 and "hmac_secret" in reply.body["error"]
+        reply = await post({"incident_id": "a", "targets": ["h1"]}, path="/proposals")
+        assert reply.status == 403
         assert (await post({"any": "event"}, path="/hooks/ci")).status == 202
         [event] = await drain(queue, 1)
         assert event["payload"] == {"any": "event"} and event["meta"]["endpoint"] == "hooks/ci"
