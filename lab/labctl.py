@@ -16,8 +16,9 @@ each running the demo web service; nginx on the `web` host, PostgreSQL on the
 that stands in for a pager. Settings come from the environment:
 
     SELFHEAL_LAB_DIR        state directory (default: <repo>/.lab)
-    SELFHEAL_LAB_PORT_BASE  loopback ports are BASE+80 (rulebook), +90
-                            (Prometheus), +93 (Alertmanager), +95 (notify sink);
+    SELFHEAL_LAB_PORT_BASE  loopback ports are BASE+80 (rulebook), +81
+                            (rulebook approvals), +90 (Prometheus), +93
+                            (Alertmanager), +95 (notify sink);
                             default 39000
     SELFHEAL_LAB_SUBNET     the hosts' /24, default 10.213.77 (hosts .11 ...)
     SELFHEAL_LAB_HOSTS      number of hosts, default 4
@@ -90,6 +91,7 @@ class Config:
     def ports(self) -> dict[str, int]:
         return {
             "rulebook": self.port_base + 80,
+            "approvals": self.port_base + 81,
             "prometheus": self.port_base + 90,
             "alertmanager": self.port_base + 93,
             "notify": self.port_base + 95,
@@ -197,8 +199,8 @@ def preflight(cfg: Config) -> None:
     if os.geteuid() != 0:
         problems.append("the lab creates network namespaces and must run as root")
     for name, port in cfg.ports.items():
-        if name == "rulebook":
-            continue  # the daemon's port is checked when the daemon starts
+        if name in ("rulebook", "approvals"):
+            continue  # the daemon's ports are checked when the daemon starts
         if _alive(cfg, name) is None and _port_busy("127.0.0.1", port):
             problems.append(
                 f"port {port} (needed by {name}) is already in use by another process: "
@@ -602,14 +604,25 @@ def _prometheus_config(cfg: Config) -> None:
     (pdir / "prometheus.yml").write_text(json.dumps(conf, indent=2))
 
 
-def source_token(cfg: Config) -> str:
-    """The bearer token Alertmanager presents to the rulebook's source (made once, kept private)."""
-    path = cfg.path("source_token")
+def _secret(cfg: Config, name: str) -> str:
+    """A random secret in the lab directory, made once and readable by its owner only."""
+    path = cfg.path(name)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(os.urandom(24).hex() + "\n")
-        os.chmod(path, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(os.urandom(24).hex() + "\n")
     return path.read_text().strip()
+
+
+def source_token(cfg: Config) -> str:
+    """The bearer token Alertmanager presents to the rulebook's source."""
+    return _secret(cfg, "source_token")
+
+
+def approval_secret(cfg: Config) -> str:
+    """The HMAC secret that signs proposals and approvals (the playbooks read it from the file)."""
+    return _secret(cfg, "approval_secret")
 
 
 def _alertmanager_config(cfg: Config) -> None:
@@ -678,6 +691,8 @@ def monitoring_up(cfg: Config) -> None:
 
 def write_inventory(cfg: Config) -> Path:
     ssh = cfg.path("ssh")
+    approval_secret(cfg)  # made now: the inventory reads it from its file
+    secret_lookup = f"{{{{ lookup('ansible.builtin.file', '{cfg.path('approval_secret')}') }}}}"
     hostvars = {
         h.name: {
             "ansible_host": h.address,
@@ -710,6 +725,11 @@ def write_inventory(cfg: Config) -> Path:
                 "selfheal_store": str(cfg.path("store.db")),
                 "selfheal_catalog": str(REPO / "rulebooks" / "catalog.yml"),
                 "selfheal_group": "demo",
+                "selfheal_approval_url": f"http://127.0.0.1:{cfg.ports['approvals']}",
+                # read from a file only root can read, so the inventory holds no secret
+                "selfheal_approval_secret": secret_lookup,
+                # the lab's humans answer fast; the catalog's own timeout is for production
+                "selfheal_approval_timeout": 20,
             },
             "hosts": hostvars,
             "children": {
@@ -766,9 +786,10 @@ def daemon(cfg: Config, action: str) -> int:
         raise LabError(f"{rulebook_bin} is missing: run make venv first")
     if not cfg.path("inventory.yml").exists():
         raise LabError("the lab is not up (no inventory): run labctl.py up first")
-    if _port_busy("127.0.0.1", port):
-        raise LabError(f"port {port} (rulebook event source) is already in use: stop that process or set "
-                       "SELFHEAL_LAB_PORT_BASE")
+    for busy in (port, cfg.ports["approvals"]):
+        if _port_busy("127.0.0.1", busy):
+            raise LabError(f"port {busy} (rulebook event source) is already in use: stop that process or set "
+                           "SELFHEAL_LAB_PORT_BASE")
     varsfile = cfg.path("rulebook_vars.yml")
     varsfile.write_text(json.dumps({
         "selfheal_source_host": "127.0.0.1",
@@ -778,6 +799,8 @@ def daemon(cfg: Config, action: str) -> int:
         "selfheal_state_path": str(cfg.path("store.db")),
         "selfheal_group_wait": 1.0,
         "selfheal_source_token": source_token(cfg),
+        "selfheal_approval_port": cfg.ports["approvals"],
+        "selfheal_approval_secret": approval_secret(cfg),
     }))
     os.chmod(varsfile, 0o600)
     _spawn(cfg, "rulebook", [

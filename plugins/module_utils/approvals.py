@@ -114,8 +114,8 @@ class Approvals:
     def check_proposal(self, proposal: dict[str, Any]) -> None:
         incident_id = proposal["incident_id"]
         if incident_id in self.pending:
-            raise ApprovalError(409, f"a proposal for {incident_id} is already waiting for a decision "
-                               f"(until {_when(self.pending[incident_id]['deadline'])})")
+            until = _when(self.pending[incident_id]["deadline"])
+            raise ApprovalError(409, f"a proposal for {incident_id} is already waiting for a decision (until {until})")
         if len(self.pending) >= self.max_pending:
             raise ApprovalError(409, f"{self.max_pending} proposals are already waiting; decide some first")
 
@@ -123,8 +123,8 @@ class Approvals:
         incident_id = approval["incident_id"]
         if incident_id not in self.pending:
             ended = self.answered.get(incident_id)
-            raise ApprovalError(409, f"no proposal is waiting for {incident_id}"
-                               + (f": it {ended}" if ended else " (never proposed, or forgotten)"))
+            how = f": it {ended}" if ended else " (never proposed, or forgotten)"
+            raise ApprovalError(409, f"no proposal is waiting for {incident_id}{how}")
 
     # -- changes --------------------------------------------------------------------------
 

@@ -102,6 +102,7 @@ class IncidentType:
     policy: Policy = field(default_factory=Policy)
     verify_timeout: float = 30.0
     escalation_route: str = "default"
+    approval_timeout: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class Catalog:
 
 
 _TYPE_KEYS = {"name", "match", "playbook", "mode", "description", "never_automate", "blast_radius", "cooldown",
-              "circuit", "verification", "escalation", "slo"}
+              "circuit", "verification", "escalation", "slo", "approval", "promotion"}
 
 
 def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
@@ -172,12 +173,18 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
             circuit_reset=_number(item, "circuit", "reset", 1800.0, source, path, 1, 86400 * 30),
             burn_fast=_number(item, "slo", "fast_burn", 14.4, source, path, 1, 10000),
             burn_slow=_number(item, "slo", "slow_burn", 6.0, source, path, 1, 10000),
+            promote_after=int(_number(item, "promotion", "after", 5, source, path, 1, 1000)),
+            self_promote=_flag(item, "promotion", "automatic", source, path),
         )
+        if policy.self_promote and mode != "propose":
+            raise _fail(source, f"{path}.promotion.automatic", "only a propose type can promote itself to auto")
+        approval_timeout = _number(item, "approval", "timeout", 900.0, source, path, 1, 7 * 86400)
         verify_timeout = _number(item, "verification", "timeout", 30.0, source, path, 1, 3600)
         route = _section(item, "escalation", source, path).get("route", "default")
         if not isinstance(route, str) or not route:
             raise _fail(source, f"{path}.escalation.route", "must be a route name")
-        types.append(IncidentType(name, matchers, playbook, mode, description, never, policy, verify_timeout, route))
+        types.append(IncidentType(name, matchers, playbook, mode, description, never, policy, verify_timeout, route,
+                                  approval_timeout))
     windows = tuple(_parse_window(w, source, f"windows[{k}]") for k, w in enumerate(root.get("windows") or []))
     return Catalog(tuple(types), source, windows)
 
@@ -187,6 +194,8 @@ _SECTION_KEYS = {
     "circuit": {"failures", "window", "reset"},
     "verification": {"timeout"},
     "escalation": {"route"},
+    "approval": {"timeout"},
+    "promotion": {"after", "automatic"},
     "slo": {"fast_burn", "slow_burn", "error_ratio_query"},
 }
 
@@ -205,6 +214,13 @@ def _number(item: Mapping[str, Any], section: str | None, key: str, default: flo
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise _fail(source, where, f"must be a number from {low:g} to {high:g}, got {value!r}")
     return float(value)
+
+
+def _flag(item: Mapping[str, Any], section: str, key: str, source: str, path: str) -> bool:
+    value = _section(item, section, source, path).get(key, False)
+    if not isinstance(value, bool):
+        raise _fail(source, f"{path}.{section}.{key}", f"must be true or false, got {value!r}")
+    return value
 
 
 def _optional_int(item: Mapping[str, Any], section: str, key: str, source: str, path: str) -> int | None:

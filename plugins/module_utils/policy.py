@@ -10,12 +10,15 @@ on the answer adds a reason in words.
 
 Order of the rules:
 1. never-automate types are denied: preserve state, page a human;
-2. a global change freeze or maintenance window turns the run into observe;
-3. an open circuit (N failures in the window, not yet reset) demotes
+2. a `propose` type whose catalog entry opts in promotes itself to `auto`
+   once its track record is ready;
+3. a global change freeze or maintenance window turns the run into observe;
+4. an open circuit (N failures in the window, not yet reset) demotes
    `auto` to `propose`, and asks for exactly one escalation;
-4. targets in a window, cooling down, or leased by another run are skipped;
-5. error-budget burn: a fast burn acts at once, a slow burn only observes;
-6. what is left is split into batches of at most the blast radius.
+5. targets in a window, cooling down, or leased by another run are skipped;
+6. error-budget burn: a fast burn acts at once, a slow burn only observes;
+7. `propose` acts only with a human's approval; what is left is split into
+   batches of at most the blast radius.
 """
 from __future__ import annotations
 
@@ -40,6 +43,13 @@ class Policy:
     circuit_reset: float = 1800.0
     burn_fast: float = 14.4
     burn_slow: float = 6.0
+    promote_after: int = 5
+    self_promote: bool = False
+
+    @property
+    def lookback(self) -> float:
+        """How far back failures can still hold the circuit open: the window, then the reset time."""
+        return self.circuit_window + self.circuit_reset
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,8 @@ class Facts:
     circuit_escalated_at: float | None = None  # when the open circuit was escalated, if it was
     windows: Sequence[Window] = ()
     burn: Burn | None = None
+    approved_by: str | None = None  # the human who approved this run's proposal
+    ready_for_auto: bool = False  # the track record says so (see track_record)
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,10 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
 
     mode = policy.mode
     reasons.append(f"{itype} runs in {mode} mode by the catalog")
+    if mode == "propose" and policy.self_promote and facts.ready_for_auto:
+        mode = "auto"
+        reasons.append(f"promoted itself to auto: its last {policy.promote_after} approved runs all verified "
+                       "and the catalog entry opts in to self-promotion")
 
     for window in facts.windows:
         if not window.targets and window.covers(now):
@@ -183,7 +199,11 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
         reasons.append("no target may be acted on now")
     allowed = mode == "auto" and bool(eligible)
     if mode == "propose" and eligible:
-        reasons.append("waiting for a human approval before acting")
+        if facts.approved_by:
+            allowed = True
+            reasons.append(f"approved by {facts.approved_by}")
+        else:
+            reasons.append("waiting for a human approval before acting")
     batches = tuple(eligible[i:i + size] for i in range(0, len(eligible), size))
     reasons.append(f"blast radius: batches of at most {size} of a group of {max(group_size, len(unique))}")
     return Decision(mode, allowed, tuple(reasons), eligible, skipped, batches, size, is_open, escalate)
@@ -200,7 +220,8 @@ def track_record(itype: str, mode: str, outcomes: Sequence[Mapping[str, Any]], c
     counts: dict[str, int] = {}
     for item in outcomes:
         counts[item["outcome"]] = counts.get(item["outcome"], 0) + 1
-    approved = [o for o in outcomes if o["mode"] == "propose" and o["outcome"] != "rejected"][:promote_after]
+    approved = [o for o in outcomes
+                if o["mode"] == "propose" and o["outcome"] not in ("rejected", "timed_out")][:promote_after]
     ready = (mode == "propose" and len(approved) == promote_after
              and all(o["outcome"] == "verified" for o in approved))
     demoted = mode == "auto" and circuit_is_open

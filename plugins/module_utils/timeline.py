@@ -26,6 +26,10 @@ STAGES = (
     "verified_healthy",
     "escalated",
     "held_back",
+    "proposed",
+    "approved",
+    "rejected",
+    "approval_timed_out",
 )
 FINAL_STAGES = ("verified_healthy", "escalated", "held_back")
 PHASES = (
@@ -115,6 +119,8 @@ class Recovery:
             return "escalated"
         if "held_back" in self.stages:
             return "held back"
+        if "proposed" in self.stages and "approved" not in self.stages:
+            return "waiting for approval"
         return "open"
 
     @property

@@ -60,6 +60,12 @@ options:
     description: Seconds a lease lasts unless released, so that a killed run does not block the target forever.
     type: float
     default: 600
+  approved_by:
+    description:
+      - Who approved this run's proposal. A V(propose) decision is allowed only
+        with it; the guardrails that still hold (never-automate, freezes,
+        windows, cooldowns, locks) are not overridden by an approval.
+    type: str
   now:
     description: Decide as of this Unix time instead of now (for replays and tests).
     type: float
@@ -140,6 +146,11 @@ verify_timeout:
   returned: success
   type: float
   sample: 30.0
+approval_timeout:
+  description: Seconds a proposal of this type waits for a human before it times out.
+  returned: success
+  type: float
+  sample: 900.0
 """
 
 import time
@@ -147,7 +158,7 @@ from typing import Any
 
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError, load_catalog
 from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
-from ansible_collections.selfheal.core.plugins.module_utils.policy import Facts, decide
+from ansible_collections.selfheal.core.plugins.module_utils.policy import Facts, circuit_open, decide, track_record
 from ansible_collections.selfheal.core.plugins.module_utils.store import STORE_ARGUMENT_SPEC, Store, StoreError
 
 
@@ -170,13 +181,21 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     except StoreError as exc:
         raise ModuleError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
     try:
+        failures = store.failures(itype.name, since=now - policy.lookback)
+        ready = False
+        if policy.self_promote:
+            record = track_record(itype.name, policy.mode, store.outcomes(itype.name, 50),
+                                  circuit_open(policy, failures, now)[0], policy.promote_after)
+            ready = record["ready_for_auto"]
         facts = Facts(
             now=now,
             leases=store.leases(targets),
             cooldowns=store.cooldowns(targets),
-            failures=store.failures(itype.name, since=now - policy.circuit_window - policy.circuit_reset),
+            failures=failures,
             circuit_escalated_at=store.circuit_escalated_at(itype.name, since=now - policy.circuit_reset),
             windows=catalog.windows,
+            approved_by=p["approved_by"],
+            ready_for_auto=ready,
         )
         decision = decide(itype.name, policy, targets, p["group_size"] or len(targets), holder, facts)
         result = decision.to_dict()
@@ -200,7 +219,8 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     finally:
         store.close()
     return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder,
-            "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout}
+            "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout,
+            "approval_timeout": itype.approval_timeout}
 
 
 ARGUMENT_SPEC = {
@@ -212,6 +232,7 @@ ARGUMENT_SPEC = {
     **STORE_ARGUMENT_SPEC,
     "holder": {"type": "str"},
     "lease_ttl": {"type": "float", "default": 600},
+    "approved_by": {"type": "str"},
     "now": {"type": "float"},
 }
 

@@ -39,9 +39,10 @@ options:
     type: int
     default: 200
   promote_after:
-    description: Verified approved runs in a row after which a C(propose) type is reported ready for C(auto).
+    description:
+      - Verified approved runs in a row after which a C(propose) type is reported ready for C(auto).
+      - Defaults to the catalog entry's C(promotion.after) (5 unless set).
     type: int
-    default: 5
 """
 
 EXAMPLES = r"""
@@ -95,9 +96,9 @@ def _report(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         records = []
         for itype in catalog.types if catalog else ():
             policy = itype.policy
-            is_open = circuit_open(policy, store.failures(itype.name, now - policy.circuit_window), now)[0]
+            is_open = circuit_open(policy, store.failures(itype.name, now - policy.lookback), now)[0]
             records.append(track_record(itype.name, itype.mode, store.outcomes(itype.name, p["limit"]), is_open,
-                                        p["promote_after"]))
+                                        p["promote_after"] or policy.promote_after))
     except StoreError as exc:
         raise ModuleError(f"cannot read the incident store: {exc}") from exc
     finally:
@@ -110,7 +111,7 @@ ARGUMENT_SPEC = {
     "catalog": {"type": "path"},
     "incident_id": {"type": "str"},
     "limit": {"type": "int", "default": 200},
-    "promote_after": {"type": "int", "default": 5},
+    "promote_after": {"type": "int"},
 }
 
 

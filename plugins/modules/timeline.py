@@ -37,6 +37,10 @@ options:
       - verified_healthy
       - escalated
       - held_back
+      - proposed
+      - approved
+      - rejected
+      - approval_timed_out
   target:
     description:
       - The target the stage concerns, an inventory host name.

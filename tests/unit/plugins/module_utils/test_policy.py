@@ -102,3 +102,42 @@ def test_batch_size_rounds_down_but_never_to_zero() -> None:
     assert batch_size(Policy(blast_percent=10), 5) == 1
     assert batch_size(Policy(blast_percent=10), 100) == 10
     assert batch_size(Policy(blast_percent=10, blast_max=3), 100) == 3
+
+
+PROPOSE = Policy(mode="propose", circuit_failures=3, circuit_window=600, circuit_reset=1800)
+
+
+@settings(max_examples=300)
+@given(mode=st.sampled_from(["observe", "propose", "auto"]), never=st.booleans(), frozen=st.booleans(),
+       cooling=st.booleans(), approver=st.sampled_from([None, "ana"]))
+def test_an_approval_only_unblocks_propose_and_never_overrides_a_guardrail(
+        mode: str, never: bool, frozen: bool, cooling: bool, approver: str | None) -> None:
+    policy = Policy(mode=mode, never_automate=never)
+    facts = Facts(now=1000, approved_by=approver, cooldowns={"h1": 2000} if cooling else {},
+                  windows=[Window(0, 5000, (), "freeze", "freeze")] if frozen else [])
+    d = decide("service_unhealthy", policy, ["h1"], 4, "r", facts)
+    expected = not never and not frozen and not cooling and (mode == "auto" or (mode == "propose" and bool(approver)))
+    assert d.allowed == expected
+    if d.allowed and mode == "propose":
+        assert "approved by ana" in d.reasons
+
+
+def test_propose_waits_for_a_human_then_acts_when_approved() -> None:
+    waiting = decide("service_unhealthy", PROPOSE, ["h1"], 4, "r", Facts(now=10))
+    assert (waiting.mode, waiting.allowed, waiting.targets) == ("propose", False, ("h1",))
+    assert "waiting for a human approval before acting" in waiting.reasons
+    approved = decide("service_unhealthy", PROPOSE, ["h1"], 4, "r", Facts(now=10, approved_by="ana"))
+    assert (approved.mode, approved.allowed, approved.batches) == ("propose", True, (("h1",),))
+
+
+@settings(max_examples=200)
+@given(opted_in=st.booleans(), ready=st.booleans(), failures=st.integers(min_value=0, max_value=5))
+def test_self_promotion_needs_the_opt_in_a_ready_record_and_a_closed_circuit(
+        opted_in: bool, ready: bool, failures: int) -> None:
+    policy = Policy(mode="propose", self_promote=opted_in, circuit_failures=3)
+    facts = Facts(now=1000, ready_for_auto=ready, failures=[990.0] * failures)
+    d = decide("t", policy, ["h1"], 4, "r", facts)
+    promoted = opted_in and ready and failures < 3
+    assert d.allowed == promoted
+    assert (d.mode == "auto") == promoted
+    assert any("promoted itself" in r for r in d.reasons) == (opted_in and ready)
