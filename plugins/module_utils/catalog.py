@@ -15,6 +15,7 @@ from typing import Any
 
 from ansible_collections.selfheal.core.plugins.module_utils.policy import MODES, Policy, Window
 from ansible_collections.selfheal.core.plugins.module_utils.signals import Signal, SignalError, parse_time
+from ansible_collections.selfheal.core.plugins.module_utils.slo import SloError, SloSpec
 
 yaml: Any
 try:
@@ -103,6 +104,7 @@ class IncidentType:
     verify_timeout: float = 30.0
     escalation_route: str = "default"
     approval_timeout: float = 900.0
+    slo: SloSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -179,12 +181,13 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
         if policy.self_promote and mode != "propose":
             raise _fail(source, f"{path}.promotion.automatic", "only a propose type can promote itself to auto")
         approval_timeout = _number(item, "approval", "timeout", 900.0, source, path, 1, 7 * 86400)
+        slo = _parse_slo(item, source, path)
         verify_timeout = _number(item, "verification", "timeout", 30.0, source, path, 1, 3600)
         route = _section(item, "escalation", source, path).get("route", "default")
         if not isinstance(route, str) or not route:
             raise _fail(source, f"{path}.escalation.route", "must be a route name")
         types.append(IncidentType(name, matchers, playbook, mode, description, never, policy, verify_timeout, route,
-                                  approval_timeout))
+                                  approval_timeout, slo))
     windows = tuple(_parse_window(w, source, f"windows[{k}]") for k, w in enumerate(root.get("windows") or []))
     return Catalog(tuple(types), source, windows)
 
@@ -196,7 +199,7 @@ _SECTION_KEYS = {
     "escalation": {"route"},
     "approval": {"timeout"},
     "promotion": {"after", "automatic"},
-    "slo": {"fast_burn", "slow_burn", "error_ratio_query"},
+    "slo": {"fast_burn", "slow_burn", "error_ratio_query", "objective", "fast_windows", "slow_windows"},
 }
 
 
@@ -214,6 +217,27 @@ def _number(item: Mapping[str, Any], section: str | None, key: str, default: flo
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise _fail(source, where, f"must be a number from {low:g} to {high:g}, got {value!r}")
     return float(value)
+
+
+def _parse_slo(item: Mapping[str, Any], source: str, path: str) -> SloSpec | None:
+    """The SLO whose error-budget burn the guard queries, when the entry gives its error ratio query."""
+    section = _section(item, "slo", source, path)
+    if "error_ratio_query" not in section:
+        extra = sorted(set(section) & {"objective", "fast_windows", "slow_windows"})
+        if extra:
+            raise _fail(source, f"{path}.slo.{extra[0]}", "needs slo.error_ratio_query (the PromQL error ratio)")
+        return None
+    if "objective" not in section:
+        raise _fail(source, f"{path}.slo.objective", "is required with error_ratio_query, e.g. 0.999")
+    good = {"objective": 0.99, "error_ratio_query": "e[{window}]"}  # known good, to find the key at fault
+    for key in ("objective", "error_ratio_query", "fast_windows", "slow_windows"):
+        if key in section:
+            try:
+                SloSpec(**{**good, key: section[key]})
+            except SloError as exc:
+                raise _fail(source, f"{path}.slo.{key}", str(exc)) from None
+    return SloSpec(**{key: section[key] for key in ("objective", "error_ratio_query", "fast_windows", "slow_windows")
+                      if key in section})
 
 
 def _flag(item: Mapping[str, Any], section: str, key: str, source: str, path: str) -> bool:

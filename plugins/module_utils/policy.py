@@ -85,6 +85,7 @@ class Facts:
     circuit_escalated_at: float | None = None  # when the open circuit was escalated, if it was
     windows: Sequence[Window] = ()
     burn: Burn | None = None
+    burn_unknown: str | None = None  # why the burn could not be measured, when the type has an SLO
     approved_by: str | None = None  # the human who approved this run's proposal
     ready_for_auto: bool = False  # the track record says so (see track_record)
 
@@ -193,6 +194,8 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
                 mode = "observe"
         else:
             reasons.append("no significant error-budget burn")
+    elif facts.burn_unknown:
+        reasons.append(f"error-budget burn unknown ({facts.burn_unknown}): decided without it")
 
     eligible = tuple(t for t in unique if t not in skipped)
     if not eligible:

@@ -60,6 +60,18 @@ options:
     description: Seconds a lease lasts unless released, so that a killed run does not block the target forever.
     type: float
     default: 600
+  prometheus_url:
+    description:
+      - Base URL of the Prometheus that holds the incident type's SLO (C(slo.error_ratio_query) in the catalog).
+        The error-budget burn rate is queried over the type's fast and slow window pairs (multi-window);
+        a fast burn acts at once, a slow burn only observes and notifies.
+      - Without it, or when the type has no SLO, the decision is made without the burn rate. When
+        Prometheus cannot answer, the reasons say so and the decision is made without it.
+    type: str
+  prometheus_timeout:
+    description: Seconds each Prometheus query may take.
+    type: float
+    default: 5
   approved_by:
     description:
       - Who approved this run's proposal. A V(propose) decision is allowed only
@@ -146,6 +158,13 @@ verify_timeout:
   returned: success
   type: float
   sample: 30.0
+burn:
+  description:
+    - The error-budget burn measured for the decision - C(fast) and C(slow) burn rates and, per window,
+      the error ratio and burn. Empty when not measured.
+  returned: success
+  type: dict
+  sample: {fast: 0.8, slow: 0.4, windows: {5m: {error_ratio: 0.0008, burn: 0.8}}}
 approval_timeout:
   description: Seconds a proposal of this type waits for a human before it times out.
   returned: success
@@ -156,10 +175,28 @@ approval_timeout:
 import time
 from typing import Any
 
-from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError, load_catalog
+from ansible_collections.selfheal.core.plugins.module_utils.catalog import IncidentType, PolicyFileError, load_catalog
 from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
-from ansible_collections.selfheal.core.plugins.module_utils.policy import Facts, circuit_open, decide, track_record
+from ansible_collections.selfheal.core.plugins.module_utils.policy import (
+    Burn,
+    Facts,
+    circuit_open,
+    decide,
+    track_record,
+)
+from ansible_collections.selfheal.core.plugins.module_utils.slo import SloError, query_burn
 from ansible_collections.selfheal.core.plugins.module_utils.store import STORE_ARGUMENT_SPEC, Store, StoreError
+
+
+def _burn(itype: IncidentType, p: dict[str, Any]) -> tuple[Burn | None, str | None, dict[str, Any]]:
+    """The type's error-budget burn from Prometheus: (burn, why unknown, evidence)."""
+    if itype.slo is None or not p["prometheus_url"]:
+        return None, None, {}
+    try:
+        burn, windows = query_burn(p["prometheus_url"], itype.slo, p["prometheus_timeout"])
+    except SloError as exc:
+        return None, str(exc), {}
+    return burn, None, {"fast": burn.fast, "slow": burn.slow, "objective": itype.slo.objective, "windows": windows}
 
 
 def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
@@ -187,6 +224,7 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             record = track_record(itype.name, policy.mode, store.outcomes(itype.name, 50),
                                   circuit_open(policy, failures, now)[0], policy.promote_after)
             ready = record["ready_for_auto"]
+        burn, burn_unknown, burn_details = _burn(itype, p)
         facts = Facts(
             now=now,
             leases=store.leases(targets),
@@ -194,6 +232,8 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             failures=failures,
             circuit_escalated_at=store.circuit_escalated_at(itype.name, since=now - policy.circuit_reset),
             windows=catalog.windows,
+            burn=burn,
+            burn_unknown=burn_unknown,
             approved_by=p["approved_by"],
             ready_for_auto=ready,
         )
@@ -220,7 +260,7 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         store.close()
     return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder,
             "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout,
-            "approval_timeout": itype.approval_timeout}
+            "approval_timeout": itype.approval_timeout, "burn": burn_details}
 
 
 ARGUMENT_SPEC = {
@@ -233,6 +273,8 @@ ARGUMENT_SPEC = {
     "holder": {"type": "str"},
     "lease_ttl": {"type": "float", "default": 600},
     "approved_by": {"type": "str"},
+    "prometheus_url": {"type": "str"},
+    "prometheus_timeout": {"type": "float", "default": 5},
     "now": {"type": "float"},
 }
 

@@ -156,3 +156,57 @@ def test_track_record_reports_ready_for_auto_and_demoted(setup: dict[str, str], 
     assert records["careful"]["ready_for_auto"] is True and "ready for auto" in records["careful"]["verdict"]
     assert records["eager"]["demoted"] is True and "runs as propose" in records["eager"]["verdict"]
     assert after["changed"] is False
+
+
+def _slo_catalog(tmp_path: Path, ratio: str) -> dict[str, str]:
+    """A catalog whose SLO error ratio is a fixed PromQL expression, evaluated by the lab's real Prometheus."""
+    entry = {**CATALOG["incident_types"][0], "slo": {
+        "objective": 0.99, "fast_burn": 14.4, "slow_burn": 6, "fast_windows": ["30s", "1m"],
+        "slow_windows": ["1m", "2m"],
+        # the window is in the query, as in a real SLO; its value is the fixed ratio
+        "error_ratio_query": f'{ratio} + 0 * max(max_over_time(up{{job="demo"}}[{{window}}]))'}}
+    catalog = tmp_path / "slo-catalog.yml"
+    catalog.write_text(yaml.safe_dump({"incident_types": [entry]}))
+    return {"catalog": str(catalog), "store": str(tmp_path / "slo-store.db")}
+
+
+def test_a_fast_burn_acts_at_once(lab: Any, tmp_path: Path) -> None:
+    result = guard(_slo_catalog(tmp_path, "0.2"), prometheus_url=lab.vars["selfheal_prometheus_url"])
+    assert result["decision"]["allowed"] is True and result["decision"]["mode"] == "auto"
+    assert any("burning fast (20.0x" in r for r in result["decision"]["reasons"]), result["decision"]["reasons"]
+    assert result["burn"]["fast"] == pytest.approx(20.0) and set(result["burn"]["windows"]) == {"30s", "1m", "2m"}
+
+
+def test_a_slow_burn_only_observes(lab: Any, tmp_path: Path) -> None:
+    result = guard(_slo_catalog(tmp_path, "0.07"), prometheus_url=lab.vars["selfheal_prometheus_url"])
+    assert result["decision"]["allowed"] is False and result["decision"]["mode"] == "observe"
+    assert any("burning slowly (7.0x)" in r for r in result["decision"]["reasons"]), result["decision"]["reasons"]
+    assert result["leases"] == {}
+
+
+def test_an_unreachable_prometheus_is_said_and_the_decision_goes_on(lab: Any, tmp_path: Path) -> None:
+    result = guard(_slo_catalog(tmp_path, "0.2"), prometheus_url="http://127.0.0.1:9", prometheus_timeout=2)
+    assert result["decision"]["allowed"] is True
+    unknown = [r for r in result["decision"]["reasons"] if r.startswith("error-budget burn unknown")]
+    assert unknown and "127.0.0.1:9" in unknown[0], result["decision"]["reasons"]
+
+
+@pytest.mark.parametrize("opted_in", [True, False])
+def test_a_propose_type_promotes_itself_only_when_its_catalog_entry_opts_in(tmp_path: Path, opted_in: bool) -> None:
+    entry = {**CATALOG["incident_types"][0], "name": "service_unhealthy", "mode": "propose",
+             "promotion": {"after": 3, "automatic": opted_in}}
+    catalog = tmp_path / "promote.yml"
+    catalog.write_text(yaml.safe_dump({"incident_types": [entry]}))
+    setup = {"catalog": str(catalog), "store": str(tmp_path / "promote.db")}
+    s = Store(setup["store"])
+    for i in range(3):
+        s.record_outcome(f"old-{i}", "service_unhealthy", "h9", "propose", "verified", at=1795390000.0 + i)
+    s.close()
+    result = guard(setup, incident_type="service_unhealthy")
+    reasons = " ".join(result["decision"]["reasons"])
+    if opted_in:
+        assert result["decision"]["mode"] == "auto" and result["decision"]["allowed"] is True
+        assert "promoted itself to auto: its last 3 approved runs all verified" in reasons
+    else:
+        assert result["decision"]["mode"] == "propose" and result["decision"]["allowed"] is False
+        assert "waiting for a human approval" in reasons
