@@ -75,7 +75,10 @@ options:
     description: Name of the audit event (O(action=audit)).
     type: str
   details:
-    description: Facts stored with the audit event.
+    description:
+      - With O(action=audit), facts stored with the audit event.
+      - With O(action=finish), the evidence of the run stored with its outcome in the audit trail, such as
+        the action taken, the state before it (what a rollback restores) and the verification.
     type: dict
     default: {}
 """
@@ -168,7 +171,7 @@ def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             store.release(target, p["holder"], int(token))
             released.append(target)
         summary = {"outcome": p["outcome"], "mode": p["mode"], "acted": p["acted"], "released": released,
-                   "fenced_out": fenced_out}
+                   "fenced_out": fenced_out, **({"evidence": p["details"]} if p["details"] else {})}
         store.audit("finished", p["holder"], summary, p["incident_id"], now)
     except StoreError as exc:
         raise ModuleError(f"recording stopped after {recorded}: {exc}") from exc

@@ -14,6 +14,7 @@ import pytest
 from conftest import Lab, wait_for
 
 from ansible_collections.selfheal.core.plugins.module_utils import timeline
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store
 
 PLAYBOOK = "selfheal.core.remediate_service_down"
 
@@ -68,6 +69,14 @@ def test_unhealthy_but_running_service_is_restarted(lab: Lab) -> None:
     assert lab.pid("h4") not in (None, pid)
     rec = timeline.recoveries(timeline.read(lab.vars["selfheal_timeline_path"])[0])[-1]
     assert rec.stages["action_done"]["details"]["action"] == "restarted"
+    store = Store(str(lab.scratch_store))
+    try:
+        finished = [e for e in store.audit_trail() if e["event"] == "finished"][-1]
+    finally:
+        store.close()
+    evidence = finished["details"]["evidence"]
+    assert evidence["action"] == "restarted" and evidence["prior_state"]["healthy"] is False
+    assert evidence["verification"]["healthy"] is True, "the verification is on record with the action"
 
 
 @pytest.fixture
@@ -158,8 +167,6 @@ def test_the_guard_holds_back_a_second_run_during_the_cooldown(lab: Lab, tmp_pat
     assert "h3: cooling down until" in out and "allowed: false" in out
     assert "skipping: no hosts matched" in second.stdout
     assert lab.pid("h3") == pid, "nothing was touched"
-    from ansible_collections.selfheal.core.plugins.module_utils.store import Store
-
     s = Store(str(store))
     try:
         events = [e["event"] for e in s.audit_trail()]
