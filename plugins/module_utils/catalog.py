@@ -105,6 +105,7 @@ class IncidentType:
     escalation_route: str = "default"
     approval_timeout: float = 900.0
     slo: SloSpec | None = None
+    verify_query: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,12 +183,16 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
             raise _fail(source, f"{path}.promotion.automatic", "only a propose type can promote itself to auto")
         approval_timeout = _number(item, "approval", "timeout", 900.0, source, path, 1, 7 * 86400)
         slo = _parse_slo(item, source, path)
+        verify_query = _section(item, "verification", source, path).get("promql")
+        if verify_query is not None and (not isinstance(verify_query, str) or not verify_query.strip()):
+            raise _fail(source, f"{path}.verification.promql",
+                        'must be a PromQL condition that holds when healthy, e.g. up{host="{target}"} == 1')
         verify_timeout = _number(item, "verification", "timeout", 30.0, source, path, 1, 3600)
         route = _section(item, "escalation", source, path).get("route", "default")
         if not isinstance(route, str) or not route:
             raise _fail(source, f"{path}.escalation.route", "must be a route name")
         types.append(IncidentType(name, matchers, playbook, mode, description, never, policy, verify_timeout, route,
-                                  approval_timeout, slo))
+                                  approval_timeout, slo, verify_query))
     windows = tuple(_parse_window(w, source, f"windows[{k}]") for k, w in enumerate(root.get("windows") or []))
     return Catalog(tuple(types), source, windows)
 
@@ -195,7 +200,7 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
 _SECTION_KEYS = {
     "blast_radius": {"percent", "max"},
     "circuit": {"failures", "window", "reset"},
-    "verification": {"timeout"},
+    "verification": {"timeout", "promql"},
     "escalation": {"route"},
     "approval": {"timeout"},
     "promotion": {"after", "automatic"},

@@ -181,37 +181,47 @@ def _post(endpoint: str, where: str, params: dict[str, str], timeout: float) -> 
                        f"that Prometheus runs and answers there within {timeout:g}s") from exc
 
 
-def _worst_ratio(status: int, body: bytes, where: str, window: str, query: str) -> float:
-    """The highest error ratio over the series of one instant query's answer."""
+def _samples(status: int, body: bytes, where: str, what: str, query: str) -> list[tuple[Any, Any]]:
+    """The (metric, value) samples of one instant query's answer; `what` names the query in messages."""
     try:
         answer = json.loads(body)
     except ValueError:  # not JSON, or not UTF-8
         answer = None
     if not isinstance(answer, dict) or "status" not in answer:
         snippet = body[:_SNIPPET].decode("utf-8", "replace").strip()
-        raise SloError(f"{where} answered HTTP {status} without Prometheus's JSON for window {window} "
+        raise SloError(f"{where} answered HTTP {status} without Prometheus's JSON for {what} "
                        f"({snippet!r}); check that the URL is the base URL of Prometheus, without /api/v1")
     if answer["status"] != "success":
-        raise SloError(f"Prometheus at {where} rejected the query for window {window} (HTTP {status}, "
+        raise SloError(f"Prometheus at {where} rejected the query for {what} (HTTP {status}, "
                        f"{answer.get('errorType', 'error')}): {answer.get('error', 'no error text')}; "
                        f"fix the query: {query}")
     if answer.get("warnings"):
-        logger.info("Prometheus at %s warns about the query for window %s: %s", where, window, answer["warnings"])
+        logger.info("Prometheus at %s warns about the query for %s: %s", where, what, answer["warnings"])
     data = answer.get("data")
     if not isinstance(data, dict):
         data = {}
     kind, result = data.get("resultType"), data.get("result")
     if kind == "matrix":
-        raise SloError(f"the query for window {window} returns a range vector; wrap the range selector in a "
+        raise SloError(f"the query for {what} returns a range vector; wrap the range selector in a "
                        f"function such as avg_over_time() or rate() so it returns one value per series: {query}")
-    samples: list[tuple[Any, Any]]
     if kind == "scalar":
-        samples = [({}, result)]
-    elif kind == "vector" and isinstance(result, list):
-        samples = [(s.get("metric"), s.get("value")) if isinstance(s, dict) else ({}, s) for s in result]
-    else:
-        raise SloError(f"Prometheus at {where} answered window {window} with a {kind!r} result, not a vector or "
-                       f"scalar; the query must return error ratios: {query}")
+        return [({}, result)]
+    if kind == "vector" and isinstance(result, list):
+        return [(s.get("metric"), s.get("value")) if isinstance(s, dict) else ({}, s) for s in result]
+    raise SloError(f"Prometheus at {where} answered {what} with a {kind!r} result, not a vector or "
+                   f"scalar: {query}")
+
+
+def instant_query(prometheus_url: str, query: str, timeout: float = 5.0) -> list[tuple[Any, Any]]:
+    """Run one instant query now: its (metric labels, [time, value]) samples; SloError says why not."""
+    endpoint, where = _endpoint(prometheus_url)
+    status, body = _post(endpoint, where, {"query": query}, timeout)
+    return _samples(status, body, where, "the query", query)
+
+
+def _worst_ratio(status: int, body: bytes, where: str, window: str, query: str) -> float:
+    """The highest error ratio over the series of one instant query's answer."""
+    samples = _samples(status, body, where, f"window {window}", query)
     if not samples:
         raise SloError(f"no data for window {window}: the query returned no series; check its metric and label "
                        f"names and that Prometheus has scraped them over {window}: {query}")

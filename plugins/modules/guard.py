@@ -158,6 +158,13 @@ verify_timeout:
   returned: success
   type: float
   sample: 30.0
+verify_query:
+  description:
+    - The catalog's PromQL verification of this type (C(verification.promql)), with the placeholders
+      C({target}) and C({service}) for the playbook to fill; null when the type has none.
+  returned: success
+  type: str
+  sample: up{host="{target}", service="{service}"} == 1
 burn:
   description:
     - The error-budget burn measured for the decision - C(fast) and C(slow) burn rates and, per window,
@@ -260,7 +267,7 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         store.close()
     return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder,
             "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout,
-            "approval_timeout": itype.approval_timeout, "burn": burn_details}
+            "approval_timeout": itype.approval_timeout, "burn": burn_details, "verify_query": itype.verify_query}
 
 
 ARGUMENT_SPEC = {

@@ -14,6 +14,10 @@ description:
     O(healthy_streak) times in a row, or until O(timeout) seconds have passed.
   - A C(tcp://host:port) URL is healthy when a TCP connection is accepted,
     for services that speak no HTTP (databases, brokers).
+  - With O(query), O(url) is the base URL of Prometheus and an attempt is
+    healthy when the PromQL instant query returns at least one series. Write
+    it as a condition that holds when healthy, the way an alert condition
+    holds when unhealthy, for example C(up{job="demo",host="web1"} == 1).
   - This is the verification step of every remediation. An action that is not
     verified healthy counts as failed.
   - The probe only reads, so it runs in check mode too.
@@ -25,6 +29,10 @@ options:
       - The health endpoint, C(http://), C(https://) or C(tcp://host:port).
     type: str
     required: true
+  query:
+    description:
+      - PromQL verification, see above. O(status_codes) and O(body_contains) do not apply.
+    type: str
   status_codes:
     description:
       - HTTP status codes that mean healthy.
@@ -84,6 +92,13 @@ EXAMPLES = r"""
     healthy_streak: 2
   delegate_to: localhost
 
+- name: Verify with PromQL that Prometheus sees the service up again
+  selfheal.core.probe:
+    url: http://127.0.0.1:9090
+    query: up{job="demo", host="web1"} == 1
+    timeout: 30
+  delegate_to: localhost
+
 - name: Diagnose without failing
   selfheal.core.probe:
     url: http://10.0.0.12:8080/healthz
@@ -125,6 +140,7 @@ body:
   sample: '{"status": "ok"}'
 """
 
+import json
 import socket
 import time
 from urllib.parse import urlsplit
@@ -132,7 +148,19 @@ from urllib.parse import urlsplit
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.selfheal.core.plugins.module_utils.slo import SloError, instant_query
+
 _BODY_KEEP = 1024
+
+
+def _query_attempt(url: str, query: str, request_timeout: float) -> tuple[bool, int | None, str, str | None]:
+    """One PromQL verification: healthy when the query returns a series."""
+    try:
+        samples = instant_query(url, query, request_timeout)
+    except SloError as exc:
+        return False, None, "", str(exc)
+    body = json.dumps([{"metric": metric, "value": value} for metric, value in samples[:10]])
+    return (True, 200, body, None) if samples else (False, 200, body, f"the query returned no series: {query}")
 
 
 def _attempt(url: str, codes: list[int], body_contains: str | None, request_timeout: float,
@@ -174,6 +202,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "url": {"type": "str", "required": True},
+            "query": {"type": "str"},
             "status_codes": {"type": "list", "elements": "int", "default": [200]},
             "body_contains": {"type": "str"},
             "timeout": {"type": "float", "default": 30},
@@ -188,6 +217,8 @@ def main() -> None:
     p = module.params
     if not p["url"].startswith(("http://", "https://", "tcp://")):
         module.fail_json(msg=f"url must start with http://, https:// or tcp://, got {p['url']!r}")
+    if p["query"] is not None and not p["url"].startswith(("http://", "https://")):
+        module.fail_json(msg=f"with query, url must be the http(s) base URL of Prometheus, got {p['url']!r}")
     if p["url"].startswith("tcp://") and (urlsplit(p["url"]).port is None or not urlsplit(p["url"]).hostname):
         module.fail_json(msg=f"a tcp:// url needs a host and a port, got {p['url']!r}")
     if p["timeout"] < 0 or p["interval"] <= 0 or p["request_timeout"] <= 0 or p["healthy_streak"] < 1:
@@ -202,8 +233,11 @@ def main() -> None:
     why: str | None = None
     while True:
         attempts += 1
-        ok, status, body, why = _attempt(p["url"], p["status_codes"], p["body_contains"],
-                                         p["request_timeout"], p["validate_certs"])
+        if p["query"] is not None:
+            ok, status, body, why = _query_attempt(p["url"], p["query"], p["request_timeout"])
+        else:
+            ok, status, body, why = _attempt(p["url"], p["status_codes"], p["body_contains"],
+                                             p["request_timeout"], p["validate_certs"])
         streak = streak + 1 if ok else 0
         if streak >= p["healthy_streak"]:
             healthy = True
@@ -221,7 +255,8 @@ def main() -> None:
         "body": body[:_BODY_KEEP],
     }
     if not healthy and p["fail_unhealthy"]:
-        module.fail_json(msg=f"{p['url']} is not healthy after {result['elapsed']}s "
+        what = f"PromQL verification ({p['query']})" if p["query"] is not None else p["url"]
+        module.fail_json(msg=f"{what} is not healthy after {result['elapsed']}s "
                              f"and {attempts} attempts: {why}", **result)
     module.exit_json(**result)
 

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import wait_for
 
+from ansible_collections.selfheal.core.plugins.module_utils.slo import instant_query
 from ansible_collections.selfheal.core.plugins.module_utils.store import Store
 
 ANSIBLE = str(Path(sys.executable).parent / "ansible")
@@ -158,6 +160,14 @@ def test_track_record_reports_ready_for_auto_and_demoted(setup: dict[str, str], 
     assert after["changed"] is False
 
 
+@pytest.fixture
+def prometheus(lab: Any) -> str:
+    """The lab's Prometheus, once it has scraped the demo services (a fresh one has no samples yet)."""
+    url = str(lab.vars["selfheal_prometheus_url"])
+    wait_for("Prometheus to scrape the demo services", lambda: instant_query(url, 'up{job="demo"}'), 60)
+    return url
+
+
 def _slo_catalog(tmp_path: Path, ratio: str) -> dict[str, str]:
     """A catalog whose SLO error ratio is a fixed PromQL expression, evaluated by the lab's real Prometheus."""
     entry = {**CATALOG["incident_types"][0], "slo": {
@@ -170,15 +180,15 @@ def _slo_catalog(tmp_path: Path, ratio: str) -> dict[str, str]:
     return {"catalog": str(catalog), "store": str(tmp_path / "slo-store.db")}
 
 
-def test_a_fast_burn_acts_at_once(lab: Any, tmp_path: Path) -> None:
-    result = guard(_slo_catalog(tmp_path, "0.2"), prometheus_url=lab.vars["selfheal_prometheus_url"])
+def test_a_fast_burn_acts_at_once(prometheus: str, tmp_path: Path) -> None:
+    result = guard(_slo_catalog(tmp_path, "0.2"), prometheus_url=prometheus)
     assert result["decision"]["allowed"] is True and result["decision"]["mode"] == "auto"
     assert any("burning fast (20.0x" in r for r in result["decision"]["reasons"]), result["decision"]["reasons"]
     assert result["burn"]["fast"] == pytest.approx(20.0) and set(result["burn"]["windows"]) == {"30s", "1m", "2m"}
 
 
-def test_a_slow_burn_only_observes(lab: Any, tmp_path: Path) -> None:
-    result = guard(_slo_catalog(tmp_path, "0.07"), prometheus_url=lab.vars["selfheal_prometheus_url"])
+def test_a_slow_burn_only_observes(prometheus: str, tmp_path: Path) -> None:
+    result = guard(_slo_catalog(tmp_path, "0.07"), prometheus_url=prometheus)
     assert result["decision"]["allowed"] is False and result["decision"]["mode"] == "observe"
     assert any("burning slowly (7.0x)" in r for r in result["decision"]["reasons"]), result["decision"]["reasons"]
     assert result["leases"] == {}

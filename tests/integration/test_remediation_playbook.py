@@ -143,6 +143,15 @@ def test_probe_and_timeline_modules_ad_hoc(lab: Lab, tmp_path: Path) -> None:
     assert dead["failed"] is True and dead["healthy"] is False
     assert "not healthy after" in str(dead["msg"]) and "no answer" in str(dead["last_error"])
 
+    prometheus = lab.vars["selfheal_prometheus_url"]
+    seen = adhoc("selfheal.core.probe", json.dumps({"url": prometheus, "query": 'up{host="h2", service="demo"} == 1',
+                                                     "timeout": 10}))
+    assert seen["healthy"] is True and '"host": "h2"' in str(seen["body"])
+    unseen = adhoc("selfheal.core.probe", json.dumps({"url": prometheus, "query": 'up{host="nowhere"} == 1',
+                                                       "timeout": 1, "interval": 0.2}))
+    assert unseen["failed"] is True and "PromQL verification" in str(unseen["msg"])
+    assert "returned no series" in str(unseen["last_error"])
+
     path = tmp_path / "t.jsonl"
     dry = adhoc("selfheal.core.timeline", f"path={path} stage=fault_injected target=h1", "--check")
     assert dry["changed"] is False and not path.exists()

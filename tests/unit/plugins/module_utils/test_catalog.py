@@ -38,6 +38,8 @@ def _type(**kw: Any) -> dict[str, Any]:
         ({"incident_types": [_type(approval={"timeout": 0})]},
          "c.yml: incident_types[0].approval.timeout: must be a number from 1"),
         ({"incident_types": [_type(approval={"ttl": 5})]}, "c.yml: incident_types[0].approval.ttl: unknown key"),
+        ({"incident_types": [_type(verification={"promql": ""})]},
+         "c.yml: incident_types[0].verification.promql: must be a PromQL condition"),
         ({"incident_types": [_type(slo={"objective": 0.99})]},
          "c.yml: incident_types[0].slo.objective: needs slo.error_ratio_query"),
         ({"incident_types": [_type(slo={"error_ratio_query": "e[{window}]"})]},
