@@ -144,11 +144,11 @@ def test_probe_and_timeline_modules_ad_hoc(lab: Lab, tmp_path: Path) -> None:
     assert "not healthy after" in str(dead["msg"]) and "no answer" in str(dead["last_error"])
 
     prometheus = lab.vars["selfheal_prometheus_url"]
-    seen = adhoc("selfheal.core.probe", json.dumps({"url": prometheus, "query": 'up{host="h2", service="demo"} == 1',
-                                                     "timeout": 10}))
+    seen_args = {"url": prometheus, "query": 'up{host="h2", service="demo"} == 1', "timeout": 10}
+    seen = adhoc("selfheal.core.probe", json.dumps(seen_args))
     assert seen["healthy"] is True and '"host": "h2"' in str(seen["body"])
-    unseen = adhoc("selfheal.core.probe", json.dumps({"url": prometheus, "query": 'up{host="nowhere"} == 1',
-                                                       "timeout": 1, "interval": 0.2}))
+    unseen_args = {"url": prometheus, "query": 'up{host="nowhere"} == 1', "timeout": 1, "interval": 0.2}
+    unseen = adhoc("selfheal.core.probe", json.dumps(unseen_args))
     assert unseen["failed"] is True and "PromQL verification" in str(unseen["msg"])
     assert "returned no series" in str(unseen["last_error"])
 
