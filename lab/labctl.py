@@ -19,7 +19,9 @@ that stands in for a pager. Settings come from the environment:
     SELFHEAL_LAB_PORT_BASE  loopback ports are BASE+80 (rulebook), +81
                             (rulebook approvals), +90 (Prometheus), +93
                             (Alertmanager), +95 (notify sink);
-                            default 39000
+                            default 29000: below the kernel's ephemeral
+                            range (32768-60999), where an outgoing
+                            connection could hold one of them
     SELFHEAL_LAB_SUBNET     the hosts' /24, default 10.213.77 (hosts .11 ...)
     SELFHEAL_LAB_HOSTS      number of hosts, default 4
 
@@ -116,7 +118,7 @@ def load_config(fresh: bool = False) -> Config:
         data["hosts"] = [Host(**h) for h in data["hosts"]]
         return Config(**data)
     try:
-        port_base = int(os.environ.get("SELFHEAL_LAB_PORT_BASE", "39000"))
+        port_base = int(os.environ.get("SELFHEAL_LAB_PORT_BASE", "29000"))
         count = int(os.environ.get("SELFHEAL_LAB_HOSTS", "4"))
     except ValueError as exc:
         raise LabError(f"SELFHEAL_LAB_PORT_BASE and SELFHEAL_LAB_HOSTS must be integers: {exc}") from exc
@@ -673,6 +675,11 @@ def monitoring_up(cfg: Config) -> None:
         data = cfg.path("alertmanager", "data")
         shutil.rmtree(data, ignore_errors=True)  # a fresh data directory each start
         data.mkdir(parents=True)
+        if _alive(cfg, "rulebook") is None:
+            # The daemon's incident store starts fresh with Alertmanager: an incident restored from
+            # it would wait for a resolution this new Alertmanager never heard of.
+            for suffix in ("", "-wal", "-shm"):
+                cfg.path("store.db" + suffix).unlink(missing_ok=True)
         _spawn(cfg, "alertmanager", [
             _which("prometheus-alertmanager") or "prometheus-alertmanager",
             f"--config.file={cfg.path('alertmanager', 'alertmanager.yml')}",

@@ -111,6 +111,7 @@ class Stats:
     signals: int = 0
     duplicates: int = 0
     stale_resolved: int = 0
+    missed_resolutions: int = 0
     evicted: int = 0
 
 
@@ -150,6 +151,15 @@ class Correlator:
                 return events
             self._forget(signal.fingerprint)  # the same alert firing again: a new episode
             known = None
+        if known is not None and self._new_episode(known, signal):
+            # The alert fires again while its last episode is still firing here: that episode's
+            # resolution was missed (the daemon was down, or Alertmanager lost it). It is over.
+            self.stats.missed_resolutions += 1
+            known.signals[signal.fingerprint] = "resolved"
+            if all(s == "resolved" for s in known.signals.values()):
+                events.extend(self._resolve(known, now))
+            self._forget(signal.fingerprint)
+            known = None
         if known is not None:
             if known.signals.get(signal.fingerprint) == signal.status:
                 known.duplicates += 1
@@ -173,6 +183,12 @@ class Correlator:
         if incident.due <= now:
             events.append(self._announce(incident, now))
         return events
+
+    @staticmethod
+    def _new_episode(known: Incident, signal: Signal) -> bool:
+        previous = known.starts.get(signal.fingerprint)
+        return (signal.status == "firing" and known.signals.get(signal.fingerprint) == "firing"
+                and previous is not None and signal.starts_at is not None and previous != signal.starts_at)
 
     def _home_for(self, signal: Signal, now: float) -> Incident | None:
         service, host = signal.target.service, signal.target.host

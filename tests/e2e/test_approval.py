@@ -72,6 +72,20 @@ def _proposed(lab: Lab, target: str, since: float) -> str:
     return str(entry["incident_id"])
 
 
+def _heal_and_settle(lab: Lab, hosts: tuple[str, ...], since: float) -> None:
+    """Clean up: clear the faults, then give the daemon up to a minute to see every incident of this test
+    resolve, so that the next test (or session) starts from settled state. Never fails: it is cleanup."""
+    for host in hosts:
+        _fault(lab, host, healthy=True)
+    ids = {e["incident_id"] for host in hosts for e in _stages(lab, host, since) if e.get("incident_id")}
+    log = lab.cfg.path("log", "rulebook.log")
+    deadline = time.monotonic() + 60
+    while ids and time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        ids = {i for i in ids if f"incident_resolved: service_unhealthy {i}" not in text}
+        time.sleep(0.5)
+
+
 def _answer(lab: Lab, incident_id: str, decision: str, approver: str, reason: str = "") -> Any:
     answer = {"incident_id": incident_id, "decision": decision, "approver": approver, "reason": reason}
     return lab.playbook("selfheal.core.approve", "-e", json.dumps(answer))
@@ -123,7 +137,7 @@ def test_an_approved_proposal_is_remediated_and_verified(daemon: Lab) -> None:
         again = _answer(lab, incident_id, "approve", "e2e-oncall")
         assert again.returncode != 0 and "approved by e2e-oncall" in again.stdout
     finally:
-        _fault(lab, target, healthy=True)
+        _heal_and_settle(lab, (target,), since)
 
 
 def test_rejected_and_unanswered_proposals_are_recorded_escalated_and_change_nothing(daemon: Lab) -> None:
@@ -158,5 +172,4 @@ def test_rejected_and_unanswered_proposals_are_recorded_escalated_and_change_not
             assert pages and pages[0]["evidence"]["proposal"]["incident_id"] == incident_id, why
             assert [o["outcome"] for o in _outcomes(lab, incident_id)] == [outcome]
     finally:
-        for host in (rejected_host, silent_host):
-            _fault(lab, host, healthy=True)
+        _heal_and_settle(lab, (rejected_host, silent_host), since)

@@ -143,6 +143,18 @@ def test_refire_after_resolution_is_a_new_incident() -> None:
     assert again[0]["incident"]["id"] != first[0]["incident"]["id"]
 
 
+def test_a_new_episode_after_a_missed_resolution_closes_the_old_incident_and_opens_a_new_one() -> None:
+    """The daemon was down when the resolution came (or Alertmanager lost it): the incident stayed open.
+    The same alert firing with a new startsAt proves that episode ended; it must not be swallowed."""
+    c = make()
+    first = c.ingest(sig("PostgresDown", "db1", "postgres"), now=0)
+    assert c.ingest(sig("PostgresDown", "db1", "postgres"), now=30) == [], "a repeat of the episode is nothing"
+    again = c.ingest(sig("PostgresDown", "db1", "postgres", starts="2026-11-23T11:00:00Z"), now=60)
+    assert kinds(again) == [("incident_resolved", "database_down"), ("incident_opened", "database_down")]
+    assert again[0]["incident"]["id"] == first[0]["incident"]["id"] != again[1]["incident"]["id"]
+    assert c.stats.missed_resolutions == 1 and len(c.open_incidents()) == 1
+
+
 def test_a_late_retry_of_the_same_episode_does_not_reopen() -> None:
     c = make()
     c.ingest(sig("PostgresDown", "db1", "postgres"), now=0)
