@@ -806,6 +806,7 @@ def daemon(cfg: Config, action: str) -> int:
         "selfheal_state_path": str(cfg.path("store.db")),
         "selfheal_group_wait": 1.0,
         "selfheal_source_token": source_token(cfg),
+        "selfheal_alertmanager_url": f"http://127.0.0.1:{cfg.ports['alertmanager']}",
         "selfheal_approval_port": cfg.ports["approvals"],
         "selfheal_approval_secret": approval_secret(cfg),
     }))

@@ -364,6 +364,26 @@ class Correlator:
 
     # ------------------------------------------------------------------ state
 
+    def reconcile(self, active: set[str], now: float) -> list[dict[str, Any]]:
+        """Resolve what is no longer firing: `active` holds the fingerprints Alertmanager has active now.
+
+        After a restart, an incident restored from the store may have missed its resolution while the
+        daemon was down; Alertmanager's own list of active alerts says which signals have ended.
+        """
+        events: list[dict[str, Any]] = []
+        for incident in self.open_incidents():
+            gone = [fp for fp, status in incident.signals.items() if status == "firing" and fp not in active]
+            if not gone:
+                continue
+            for fp in gone:
+                incident.signals[fp] = "resolved"
+            self.stats.missed_resolutions += len(gone)
+            if all(status == "resolved" for status in incident.signals.values()):
+                events.extend(self._resolve(incident, now))
+            else:
+                incident.dirty = incident.announced
+        return events
+
     def open_incidents(self) -> list[Incident]:
         return [i for i in self.incidents.values() if i.state in OPEN_STATES]
 

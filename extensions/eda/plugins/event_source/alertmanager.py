@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 try:
     import ansible_collections.selfheal.core.plugins.module_utils  # noqa: F401 pylint: disable=unused-import
@@ -167,6 +170,14 @@ options:
       - SQLite store where the correlator keeps its incidents, so that they
         survive a restart of the daemon. Without it, a restart forgets them.
     type: str
+  alertmanager_url:
+    description:
+      - Base URL of the Alertmanager that sends here, for example V(http://127.0.0.1:9093).
+        With O(state_path), the incidents restored at start are checked against its active
+        alerts; a signal that ended while the daemon was down is resolved (its resolution
+        notification was missed). An empty value or an unreachable Alertmanager skips the check,
+        with a warning.
+    type: str
 """
 
 EXAMPLES = r"""
@@ -203,6 +214,7 @@ _ARGS: dict[str, tuple[type, Any, bool]] = {
     "group_wait": (float, 3.0, False),
     "update_interval": (float, 10.0, False),
     "state_path": (str, None, False),
+    "alertmanager_url": (str, None, False),
 }
 _MAX_ALERTS = 10000
 _STATE_NAME = "alertmanager.correlator"
@@ -256,6 +268,7 @@ class _Pipeline:
         self.store: Store | None = None
         self.saved_at = 0.0
         self.dirty = False
+        self.pending: list[dict[str, Any]] = []  # events due at the first tick
         if not settings["correlate"]:
             return
         if not settings["catalog"]:
@@ -277,8 +290,21 @@ class _Pipeline:
                     self.correlator.load_state(state)
                     logger.info("%s: restored %d incidents from %s", PLUGIN, len(self.correlator.incidents),
                                 settings["state_path"])
+                    if settings["alertmanager_url"]:
+                        self._reconcile(settings["alertmanager_url"])
             except (StoreError, ValueError, TypeError) as exc:
                 raise ValueError(f"{PLUGIN}: argument state_path: {exc}") from None
+
+    def _reconcile(self, url: str) -> None:
+        """Resolve restored incidents whose alerts Alertmanager no longer has active."""
+        assert self.correlator is not None
+        active = _active_fingerprints(url)
+        if active is None:
+            return
+        self.pending = self.correlator.reconcile(active, time.time())
+        self.dirty = True
+        logger.info("%s: %d restored incidents resolved while the daemon was down (checked with %s)", PLUGIN,
+                    len(self.pending), urlsplit(url).netloc)
 
     def parse(self, payload: Any, endpoint: str, received_at: float) -> list[Any]:
         return _events(payload, endpoint, self.settings, received_at)
@@ -295,7 +321,7 @@ class _Pipeline:
     def tick(self, now: float) -> list[dict[str, Any]]:
         if self.correlator is None:
             return []
-        events = self.correlator.tick(now)
+        events, self.pending = self.pending + self.correlator.tick(now), []
         if events:
             self.dirty = True
         if self.dirty and now - self.saved_at >= _SAVE_EVERY:
@@ -311,6 +337,31 @@ class _Pipeline:
             self.saved_at = time.time()
         except StoreError as exc:
             logger.error("%s: %s (incidents are kept in memory and saved again later)", PLUGIN, exc)
+
+
+def _active_fingerprints(url: str, timeout: float = 5.0) -> set[str] | None:
+    """Fingerprints of the alerts Alertmanager has active (silenced and inhibited ones too); None if unknown."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        logger.warning("%s: alertmanager_url must be http(s)://host:port; restored incidents not checked", PLUGIN)
+        return None
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path.rstrip("/") + "/api/v2/alerts?active=true&silenced=true&inhibited=true",
+                     headers={"Accept": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read(16 * 1024 * 1024)
+        if resp.status != 200:
+            raise ValueError(f"HTTP {resp.status}")
+        alerts = json.loads(body)
+        return {a["fingerprint"] for a in alerts if isinstance(a, dict) and isinstance(a.get("fingerprint"), str)}
+    except (OSError, http.client.HTTPException, ValueError, TypeError) as exc:
+        logger.warning("%s: cannot list active alerts at %s (%s); restored incidents are kept as they were",
+                       PLUGIN, parts.netloc, exc)
+        return None
+    finally:
+        conn.close()
 
 
 async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
@@ -330,8 +381,6 @@ async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     # Run by hand: print every event instead of handing it to a rulebook.
-    import json
-
     class _PrintQueue(asyncio.Queue[Any]):
         async def put(self, item: Any) -> None:
             print(json.dumps(item))

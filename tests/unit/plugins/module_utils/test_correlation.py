@@ -291,3 +291,19 @@ def test_a_storm_of_n_symptoms_of_one_root_yields_one_incident(n: int, rnd: Any)
                                fp=s.fingerprint), now=61)
     assert [e["kind"] for e in events].count("incident_resolved") == 1
     assert c.open_incidents() == []
+
+
+def test_reconcile_resolves_what_alertmanager_no_longer_has_active() -> None:
+    """After a restart: incidents restored from the store are checked against Alertmanager's active alerts."""
+    c = make()
+    db = c.ingest(sig("PostgresDown", "db1", "postgres"), now=0)
+    c.ingest(sig("ApiErrors", "h1", "api"), now=1)
+    c.tick(now=10)
+    restored = make()
+    restored.load_state(c.to_state())
+    assert restored.reconcile({"PostgresDown-db1-postgres", "ApiErrors-h1-api"}, now=20) == []
+    events = restored.reconcile({"ApiErrors-h1-api"}, now=21)
+    assert events == [], "one symptom still fires: the incident stays open"
+    events = restored.reconcile(set(), now=22)
+    assert kinds(events) == [("incident_resolved", "database_down")]
+    assert events[0]["incident"]["id"] == db[0]["incident"]["id"] and restored.open_incidents() == []
