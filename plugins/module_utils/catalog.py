@@ -172,6 +172,7 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
             blast_max=_optional_int(item, "blast_radius", "max", source, path),
             cooldown=_number(item, None, "cooldown", 300.0, source, path, 0, 86400 * 30),
             circuit_failures=int(_number(item, "circuit", "failures", 3, source, path, 1, 1000)),
+            circuit_target_failures=int(_number(item, "circuit", "target_failures", 2, source, path, 1, 1000)),
             circuit_window=_number(item, "circuit", "window", 600.0, source, path, 1, 86400 * 30),
             circuit_reset=_number(item, "circuit", "reset", 1800.0, source, path, 1, 86400 * 30),
             burn_fast=_number(item, "slo", "fast_burn", 14.4, source, path, 1, 10000),
@@ -199,7 +200,7 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
 
 _SECTION_KEYS = {
     "blast_radius": {"percent", "max"},
-    "circuit": {"failures", "window", "reset"},
+    "circuit": {"failures", "target_failures", "window", "reset"},
     "verification": {"timeout", "promql"},
     "escalation": {"route"},
     "approval": {"timeout"},

@@ -15,7 +15,8 @@ Order of the rules:
 3. a global change freeze or maintenance window turns the run into observe;
 4. an open circuit (N failures in the window, not yet reset) demotes
    `auto` to `propose`, and asks for exactly one escalation;
-5. targets in a window, cooling down, or leased by another run are skipped;
+5. targets in a window, with their own circuit open (N failures there),
+   cooling down, or leased by another run are skipped;
 6. error-budget burn: a fast burn acts at once, a slow burn only observes;
 7. `propose` acts only with a human's approval; what is left is split into
    batches of at most the blast radius.
@@ -39,6 +40,7 @@ class Policy:
     blast_max: int | None = None
     cooldown: float = 300.0
     circuit_failures: int = 3
+    circuit_target_failures: int = 2  # failed automatic runs on one target that stop touching it
     circuit_window: float = 600.0
     circuit_reset: float = 1800.0
     burn_fast: float = 14.4
@@ -82,6 +84,7 @@ class Facts:
     leases: Mapping[str, tuple[str, float]] = field(default_factory=dict)  # target -> (holder, expires_at)
     cooldowns: Mapping[str, float] = field(default_factory=dict)  # target -> until
     failures: Sequence[float] = ()  # times automatic runs of this type failed
+    target_failures: Mapping[str, Sequence[float]] = field(default_factory=dict)  # the same, per target
     circuit_escalated_at: float | None = None  # when the open circuit was escalated, if it was
     windows: Sequence[Window] = ()
     burn: Burn | None = None
@@ -131,6 +134,13 @@ def circuit_open(policy: Policy, failures: Sequence[float], now: float) -> tuple
     return now - max(recent) < policy.circuit_reset, len(recent)
 
 
+def target_circuit_open(policy: Policy, failures: Sequence[float], now: float) -> bool:
+    """One target's own circuit: its failures counted against the per-target threshold."""
+    per_target = Policy(circuit_failures=policy.circuit_target_failures, circuit_window=policy.circuit_window,
+                        circuit_reset=policy.circuit_reset)
+    return circuit_open(per_target, failures, now)[0]
+
+
 def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, holder: str,
            facts: Facts) -> Decision:
     now = facts.now
@@ -178,6 +188,10 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
         until = facts.cooldowns.get(target)
         if covering is not None:
             skipped[target] = f"in {covering.kind} '{covering.name}' until {_when(covering.end)}"
+        elif target_circuit_open(policy, facts.target_failures.get(target, ()), now):
+            skipped[target] = (f"circuit open for this target: {len(facts.target_failures[target])} failed "
+                               f"automatic runs here (threshold {policy.circuit_target_failures}); "
+                               "a human looks first")
         elif until is not None and until > now:
             skipped[target] = f"cooling down until {_when(until)}"
         elif lease is not None and lease[0] != holder and lease[1] > now:

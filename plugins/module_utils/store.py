@@ -278,6 +278,17 @@ class Store:
                           "AND outcome IN ('failed', 'rolled_back', 'escalated') ORDER BY at", (itype, since))
         return [float(r[0]) for r in rows]
 
+    def failures_by_target(self, itype: str, targets: list[str], since: float) -> dict[str, list[float]]:
+        """Times automatic runs of `itype` failed on each of `targets` since `since` (the per-target circuit)."""
+        out: dict[str, list[float]] = {}
+        for target in targets:
+            rows = self._exec("SELECT at FROM outcomes WHERE incident_type = ? AND target = ? AND mode = 'auto' "
+                              "AND at >= ? AND outcome IN ('failed', 'rolled_back', 'escalated') ORDER BY at",
+                              (itype, target, since))
+            if rows:
+                out[target] = [float(r[0]) for r in rows]
+        return out
+
     def outcomes(self, itype: str, limit: int = 50) -> list[dict[str, Any]]:
         rows = self._exec("SELECT incident_id, target, mode, outcome, at FROM outcomes WHERE incident_type = ? "
                           "ORDER BY at DESC LIMIT ?", (itype, limit))

@@ -237,6 +237,7 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             leases=store.leases(targets),
             cooldowns=store.cooldowns(targets),
             failures=failures,
+            target_failures=store.failures_by_target(itype.name, targets, since=now - policy.lookback),
             circuit_escalated_at=store.circuit_escalated_at(itype.name, since=now - policy.circuit_reset),
             windows=catalog.windows,
             burn=burn,

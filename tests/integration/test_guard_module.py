@@ -220,3 +220,14 @@ def test_a_propose_type_promotes_itself_only_when_its_catalog_entry_opts_in(tmp_
     else:
         assert result["decision"]["mode"] == "propose" and result["decision"]["allowed"] is False
         assert "waiting for a human approval" in reasons
+
+
+def test_a_target_with_its_own_failures_is_skipped_while_others_proceed(setup: dict[str, str]) -> None:
+    s = Store(setup["store"])
+    for i in range(2):
+        s.record_outcome(f"old-{i}", "service_down", "h1", "auto", "escalated", at=1795400000.0 - 120 + i)
+    s.close()
+    result = guard(setup, targets=["h1", "h2"], group_size=8)
+    assert result["decision"]["allowed"] is True and result["decision"]["circuit_open"] is False
+    assert result["decision"]["targets"] == ["h2"] and list(result["leases"]) == ["h2"]
+    assert "circuit open for this target: 2 failed automatic runs" in result["decision"]["skipped"]["h1"]

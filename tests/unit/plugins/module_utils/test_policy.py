@@ -141,3 +141,18 @@ def test_self_promotion_needs_the_opt_in_a_ready_record_and_a_closed_circuit(
     assert d.allowed == promoted
     assert (d.mode == "auto") == promoted
     assert any("promoted itself" in r for r in d.reasons) == (opted_in and ready)
+
+
+@settings(max_examples=300)
+@given(n=st.integers(min_value=0, max_value=4), age=st.floats(min_value=0, max_value=3000))
+def test_a_target_whose_own_fixes_keep_failing_is_left_to_a_human(n: int, age: float) -> None:
+    policy = Policy(mode="auto", circuit_failures=5, circuit_target_failures=2, circuit_window=600,
+                    circuit_reset=1800)
+    now = 10_000.0
+    facts = Facts(now=now, target_failures={"h1": [now - age] * n})
+    d = decide("service_down", policy, ["h1", "h2"], 8, "r", facts)
+    tripped = n >= 2 and age <= 600
+    assert ("h1" in d.skipped) == tripped
+    assert "h2" in d.targets and not d.circuit_open, "the other target and the type are unaffected"
+    if tripped:
+        assert "circuit open for this target" in d.skipped["h1"]
