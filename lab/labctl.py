@@ -36,6 +36,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -623,8 +624,13 @@ def source_token(cfg: Config) -> str:
 
 
 def approval_secret(cfg: Config) -> str:
-    """The HMAC secret that signs proposals and approvals (the playbooks read it from the file)."""
+    """The HMAC secret humans sign approvals with (the approve playbook reads it from the file)."""
     return _secret(cfg, "approval_secret")
+
+
+def proposal_secret(cfg: Config) -> str:
+    """The HMAC secret remediation playbooks sign proposals with; it cannot approve."""
+    return _secret(cfg, "proposal_secret")
 
 
 def _alertmanager_config(cfg: Config) -> None:
@@ -649,6 +655,23 @@ def _alertmanager_config(cfg: Config) -> None:
         }],
     }
     (adir / "alertmanager.yml").write_text(json.dumps(conf, indent=2))
+
+
+def _forget_daemon_state(cfg: Config) -> None:
+    """The daemon's open incidents and waiting proposals start fresh with Alertmanager: an incident
+    restored from the store would wait for a resolution this new Alertmanager never heard of.
+    The audit trail, outcomes and cooldowns in the same store are kept."""
+    path = cfg.path("store.db")
+    if not path.exists():
+        return
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        with db:
+            db.execute("DELETE FROM component_state")
+    except sqlite3.Error as exc:
+        raise LabError(f"cannot reset the daemon's incident state in {path}: {exc}") from exc
+    finally:
+        db.close()
 
 
 def monitoring_up(cfg: Config) -> None:
@@ -676,10 +699,7 @@ def monitoring_up(cfg: Config) -> None:
         shutil.rmtree(data, ignore_errors=True)  # a fresh data directory each start
         data.mkdir(parents=True)
         if _alive(cfg, "rulebook") is None:
-            # The daemon's incident store starts fresh with Alertmanager: an incident restored from
-            # it would wait for a resolution this new Alertmanager never heard of.
-            for suffix in ("", "-wal", "-shm"):
-                cfg.path("store.db" + suffix).unlink(missing_ok=True)
+            _forget_daemon_state(cfg)
         _spawn(cfg, "alertmanager", [
             _which("prometheus-alertmanager") or "prometheus-alertmanager",
             f"--config.file={cfg.path('alertmanager', 'alertmanager.yml')}",
@@ -698,8 +718,11 @@ def monitoring_up(cfg: Config) -> None:
 
 def write_inventory(cfg: Config) -> Path:
     ssh = cfg.path("ssh")
-    approval_secret(cfg)  # made now: the inventory reads it from its file
-    secret_lookup = f"{{{{ lookup('ansible.builtin.file', '{cfg.path('approval_secret')}') }}}}"
+    approval_secret(cfg), proposal_secret(cfg)  # made now: the inventory reads them from their files
+
+    def lookup(name: str) -> str:
+        return f"{{{{ lookup('ansible.builtin.file', '{cfg.path(name)}') }}}}"
+
     hostvars = {
         h.name: {
             "ansible_host": h.address,
@@ -734,7 +757,10 @@ def write_inventory(cfg: Config) -> Path:
                 "selfheal_group": "demo",
                 "selfheal_approval_url": f"http://127.0.0.1:{cfg.ports['approvals']}",
                 # read from a file only root can read, so the inventory holds no secret
-                "selfheal_approval_secret": secret_lookup,
+                # The lab's one operator is both the approver and the daemon: in production the
+                # approval secret stays with the approvers, away from the daemon's inventory.
+                "selfheal_approval_secret": lookup("approval_secret"),
+                "selfheal_proposal_secret": lookup("proposal_secret"),
                 # the lab's humans answer fast; the catalog's own timeout is for production
                 "selfheal_approval_timeout": 20,
             },
@@ -809,6 +835,7 @@ def daemon(cfg: Config, action: str) -> int:
         "selfheal_alertmanager_url": f"http://127.0.0.1:{cfg.ports['alertmanager']}",
         "selfheal_approval_port": cfg.ports["approvals"],
         "selfheal_approval_secret": approval_secret(cfg),
+        "selfheal_proposal_secret": proposal_secret(cfg),
     }))
     os.chmod(varsfile, 0o600)
     _spawn(cfg, "rulebook", [

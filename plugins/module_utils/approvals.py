@@ -113,14 +113,20 @@ class Approvals:
 
     def check_proposal(self, proposal: dict[str, Any]) -> None:
         incident_id = proposal["incident_id"]
+        if incident_id in self.answered:  # each incident is proposed once: a replay cannot ask again
+            raise ApprovalError(409, f"a proposal for {incident_id} was already answered: it "
+                                     f"{self.answered[incident_id]}")
         if incident_id in self.pending:
             until = _when(self.pending[incident_id]["deadline"])
             raise ApprovalError(409, f"a proposal for {incident_id} is already waiting for a decision (until {until})")
         if len(self.pending) >= self.max_pending:
             raise ApprovalError(409, f"{self.max_pending} proposals are already waiting; decide some first")
 
-    def check_approval(self, approval: dict[str, Any]) -> None:
+    def check_approval(self, approval: dict[str, Any], now: float | None = None) -> None:
         incident_id = approval["incident_id"]
+        if now is not None and incident_id in self.pending and self.pending[incident_id]["deadline"] <= now:
+            raise ApprovalError(409, f"the proposal for {incident_id} timed out at "
+                                     f"{_when(self.pending[incident_id]['deadline'])}")
         if incident_id not in self.pending:
             ended = self.answered.get(incident_id)
             how = f": it {ended}" if ended else " (never proposed, or forgotten)"
@@ -136,6 +142,8 @@ class Approvals:
 
     def decide(self, approval: dict[str, Any], now: float) -> list[dict[str, Any]]:
         self.check_approval(approval)
+        if self.pending[approval["incident_id"]]["deadline"] <= now:  # late: the timeout answered first
+            return self.tick(now)
         proposal = self.pending.pop(approval["incident_id"])
         approval = {**approval, "decided_at": now}
         verb = "approved" if approval["decision"] == "approve" else "rejected"

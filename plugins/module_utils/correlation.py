@@ -382,6 +382,8 @@ class Correlator:
                 events.extend(self._resolve(incident, now))
             else:
                 incident.dirty = incident.announced
+            for fp in gone:  # if it fires after all (a peer that had not synced), it is news, not a duplicate
+                self._forget(fp)
         return events
 
     def open_incidents(self) -> list[Incident]:

@@ -127,6 +127,24 @@ def test_failed_remediation_escalates_with_the_evidence(lab: Lab, port_squatter:
     assert rec.outcome == "escalated"
 
 
+def test_an_unreachable_target_is_escalated_recorded_and_released(lab: Lab, tmp_path: Path) -> None:
+    """SSH to the target fails (port 2 has no sshd): a human is paged, the outcome is on record, no lease stays."""
+    store = tmp_path / "store.db"
+    seen = len(_notifications(lab))
+    proc = lab.playbook(PLAYBOOK, "-e", "selfheal_target=h2", "-e", "ansible_port=2", store=store, timeout=180)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    new = [n["body"] for n in _notifications(lab)[seen:]]
+    assert len(new) == 1 and isinstance(new[0], dict) and "is unreachable" in new[0]["summary"], new
+    s = Store(str(store))
+    try:
+        outcomes = s.outcomes("service_down")
+        assert [(o["target"], o["outcome"]) for o in outcomes] == [("h2", "escalated")]
+        live = {t: lease for t, lease in s.leases(["h2"]).items() if lease[1] > time.time()}
+        assert live == {}, "the lease was released"
+    finally:
+        s.close()
+
+
 def test_probe_and_timeline_modules_ad_hoc(lab: Lab, tmp_path: Path) -> None:
     ansible = str(Path(sys.executable).parent / "ansible")
 

@@ -90,7 +90,9 @@ def parse_args(plugin: str, args: dict[str, Any], own: dict[str, tuple[type, Any
         raise ValueError(f"{plugin}: argument hmac_max_age must be at least 1")
     if not values["host"]:
         raise ValueError(f"{plugin}: argument host must not be empty")
-    for name in ("token", "hmac_secret"):
+    for name in [n for n, (_kind, _default, secret) in spec.items() if secret]:
+        if values[name] == "":
+            values[name] = None  # an empty secret from a rulebook variable's default means "not set"
         if values[name] is not None and len(values[name]) < 16:
             raise ValueError(f"{plugin}: argument {name} must be at least 16 characters")
     if (values["certfile"] is None) != (values["keyfile"] is None):
@@ -115,15 +117,19 @@ def ssl_context(plugin: str, settings: dict[str, Any]) -> ssl.SSLContext | None:
     return ctx
 
 
-def authenticate(headers: Any, body: bytes, settings: dict[str, Any], now: float) -> str | None:
-    """None when the request may pass, else why not (without any secret in the reason)."""
+def authenticate(headers: Any, body: bytes, settings: dict[str, Any], now: float,
+                 signer: str = "hmac_secret") -> str | None:
+    """None when the request may pass, else why not (without any secret in the reason).
+
+    `signer` names the setting whose secret must have signed the body (one per endpoint, if a
+    source separates who may send what)."""
     token = settings["token"]
     if token is not None:
         given = headers.get("Authorization", "")
         scheme, _sep, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
             return "missing or wrong bearer token"
-    secret = settings["hmac_secret"]
+    secret = settings[signer]
     if secret is not None:
         stamp = headers.get(settings["hmac_timestamp_header"], "")
         why = verify(secret, body, stamp, headers.get(settings["hmac_header"], ""), now, settings["hmac_max_age"])
@@ -165,7 +171,8 @@ def _reply(http_status: int, **body: Any) -> web.Response:
 
 async def serve(plugin: str, queue: asyncio.Queue[Any], settings: dict[str, Any], parse: Parse,
                 process: Process, tick: Tick | None = None, tick_interval: float = 0.25,
-                on_idle: Callable[[], None] | None = None) -> None:
+                on_idle: Callable[[], None] | None = None,
+                secret_for: Callable[[str], str] | None = None) -> None:
     """Serve until cancelled: HTTP in, items through the buffer, events out to the rulebook queue."""
     context = ssl_context(plugin, settings)
     buffer: asyncio.Queue[tuple[Any, float]] = asyncio.Queue(maxsize=settings["buffer_size"])
@@ -183,7 +190,8 @@ async def serve(plugin: str, queue: asyncio.Queue[Any], settings: dict[str, Any]
         except web.HTTPRequestEntityTooLarge:
             counters.refused += 1
             return _reply(413, error=f"body larger than {settings['max_body_bytes']} bytes")
-        denied = authenticate(request.headers, raw, settings, received_at)
+        signer = secret_for(endpoint) if secret_for is not None else "hmac_secret"
+        denied = authenticate(request.headers, raw, settings, received_at, signer)
         if denied is not None:
             counters.unauthorized += 1
             logger.warning("%s: refused an unauthenticated request on /%s: %s", plugin, endpoint, denied)

@@ -304,7 +304,7 @@ class _Pipeline:
         self.pending = self.correlator.reconcile(active, time.time())
         self.dirty = True
         logger.info("%s: %d restored incidents resolved while the daemon was down (checked with %s)", PLUGIN,
-                    len(self.pending), urlsplit(url).netloc)
+                    len(self.pending), f"{urlsplit(url).hostname}:{urlsplit(url).port}")
 
     def parse(self, payload: Any, endpoint: str, received_at: float) -> list[Any]:
         return _events(payload, endpoint, self.settings, received_at)
@@ -357,8 +357,8 @@ def _active_fingerprints(url: str, timeout: float = 5.0) -> set[str] | None:
         alerts = json.loads(body)
         return {a["fingerprint"] for a in alerts if isinstance(a, dict) and isinstance(a.get("fingerprint"), str)}
     except (OSError, http.client.HTTPException, ValueError, TypeError) as exc:
-        logger.warning("%s: cannot list active alerts at %s (%s); restored incidents are kept as they were",
-                       PLUGIN, parts.netloc, exc)
+        logger.warning("%s: cannot list active alerts at %s:%s (%s); restored incidents are kept as they were",
+                       PLUGIN, parts.hostname, parts.port, exc)
         return None
     finally:
         conn.close()

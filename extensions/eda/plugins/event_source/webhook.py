@@ -125,6 +125,12 @@ options:
   state_path:
     description: SQLite file that keeps waiting proposals across restarts (may be the correlation store).
     type: str
+  proposal_secret:
+    description:
+      - HMAC secret that signs proposals, at least 16 characters. When set, proposals must be signed with
+        it and approvals with O(hmac_secret), so the automation that proposes cannot approve its own
+        proposals. Keep O(hmac_secret) with the approvers only. An empty value means not set.
+    type: str
 """
 
 EXAMPLES = r"""
@@ -158,6 +164,7 @@ _ARGS: dict[str, tuple[type, Any, bool]] = {
     "approval_timeout": (float, 900.0, False),
     "max_pending": (int, 1000, False),
     "state_path": (str, None, False),
+    "proposal_secret": (str, None, True),
 }
 _STATE_NAME = "selfheal.core.webhook/approvals"
 
@@ -184,6 +191,12 @@ class _Pairing:
             except (StoreError, ValueError, TypeError) as exc:
                 raise ValueError(f"{PLUGIN}: argument state_path: {exc}") from None
 
+    def secret_for(self, endpoint: str) -> str:
+        """Which secret must have signed a request to `endpoint`: proposals may have their own."""
+        if self.paths.get(endpoint.strip("/")) == "proposal_path" and self.settings["proposal_secret"]:
+            return "proposal_secret"
+        return "hmac_secret"
+
     def parse(self, payload: Any, endpoint: str, received_at: float) -> list[Any]:
         meta = {"endpoint": endpoint, "received_at": received_at}
         which = self.paths.get(endpoint.strip("/"))
@@ -191,7 +204,7 @@ class _Pairing:
             if not isinstance(payload, dict):
                 raise Refused(400, f"payload must be a JSON object, got {type(payload).__name__}")
             return [{"payload": payload, "meta": meta}]
-        if self.settings["hmac_secret"] is None:
+        if self.settings[self.secret_for(endpoint)] is None:
             raise Refused(403, "proposals and approvals need a signed request: set hmac_secret on this source")
         try:
             if which == "proposal_path":
@@ -199,7 +212,7 @@ class _Pairing:
                 self.approvals.check_proposal(proposal)
                 return [{"proposal": proposal, "meta": meta}]
             approval = parse_approval(payload)
-            self.approvals.check_approval(approval)
+            self.approvals.check_approval(approval, received_at)
             return [{"approval": approval, "meta": meta}]
         except ApprovalError as exc:
             raise Refused(exc.status, exc.reason) from None
@@ -238,7 +251,8 @@ async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
     settings = parse_args(PLUGIN, args, _ARGS)
     pairing = _Pairing(settings)
     try:
-        await serve(PLUGIN, queue, settings, pairing.parse, pairing.process, pairing.tick)
+        await serve(PLUGIN, queue, settings, pairing.parse, pairing.process, pairing.tick,
+                    secret_for=pairing.secret_for)
     finally:
         if pairing.store is not None:
             pairing.store.close()

@@ -122,6 +122,26 @@ def test_a_proposal_is_rejected_or_times_out_exactly_once() -> None:
     serve(webhook.main, {"hmac_secret": SECRET}, body)
 
 
+def test_with_a_proposal_secret_the_proposer_cannot_approve() -> None:
+    proposer = "proposer-secret-0123456789"
+    proposal = json.dumps({"incident_id": "i-sep", "targets": ["h1"]}).encode()
+    approval = json.dumps({"incident_id": "i-sep", "decision": "approve", "approver": "robot"}).encode()
+
+    async def body(post: Client, queue: Any) -> None:
+        assert (await post(proposal, path="/proposals", headers=signed(proposal))).status == 401, \
+            "the approvers' secret does not sign proposals"
+        assert (await post(proposal, path="/proposals", headers=signed(proposal, secret=proposer))).status == 202
+        await drain(queue, 1)
+        self_approved = await post(approval, path="/approvals", headers=signed(approval, secret=proposer))
+        assert self_approved.status == 401, "the proposer's secret does not sign approvals"
+        assert queue.empty()
+        assert (await post(approval, path="/approvals", headers=signed(approval))).status == 202
+        [event] = await drain(queue, 1)
+        assert event["kind"] == "approval_granted"
+
+    serve(webhook.main, {"hmac_secret": SECRET, "proposal_secret": proposer}, body)
+
+
 def test_waiting_proposals_survive_a_restart(tmp_path: Path) -> None:
     state = str(tmp_path / "store.db")
     raw = json.dumps({"incident_id": "i-kept", "targets": ["h3"], "timeout": 600}).encode()

@@ -29,6 +29,7 @@ def test_every_proposal_is_answered_exactly_once_and_nothing_else_is(steps: list
     now = 0.0
     opened = answered = 0
     waiting: set[str] = set()
+    done: set[str] = set()
     for step in steps:
         events = []
         try:
@@ -36,6 +37,7 @@ def test_every_proposal_is_answered_exactly_once_and_nothing_else_is(steps: list
                 events = book.propose(parse_proposal({"incident_id": step[1], "targets": ["h1"],
                                                       "timeout": step[2]}, 900), now)
                 assert step[1] not in waiting, "a second proposal while one waits is refused"
+                assert step[1] not in done, "an answered incident cannot be proposed again (replays)"
                 waiting.add(step[1])
                 opened += 1
             elif step[0] == "decide":
@@ -52,6 +54,7 @@ def test_every_proposal_is_answered_exactly_once_and_nothing_else_is(steps: list
                 incident = event["proposal"]["incident_id"]
                 assert incident in waiting
                 waiting.discard(incident)
+                done.add(incident)
                 answered += 1
                 if event["kind"] == "approval_timed_out":
                     assert event["proposal"]["deadline"] <= now
@@ -95,3 +98,14 @@ def test_a_full_book_refuses_more_proposals() -> None:
     book.propose(parse_proposal({"incident_id": "i1", "targets": ["h1"]}, 60), 0)
     with pytest.raises(ApprovalError, match="already waiting; decide some first"):
         book.propose(parse_proposal({"incident_id": "i2", "targets": ["h1"]}, 60), 0)
+
+
+def test_a_late_approval_loses_to_the_timeout_and_a_replayed_proposal_is_refused() -> None:
+    book = Approvals()
+    book.propose(parse_proposal({"incident_id": "i1", "targets": ["h1"], "timeout": 10}, 900), 0)
+    with pytest.raises(ApprovalError, match="timed out"):
+        book.check_approval({"incident_id": "i1"}, now=10)
+    events = book.decide(parse_approval({"incident_id": "i1", "decision": "approve", "approver": "ana"}), 10.1)
+    assert [e["kind"] for e in events] == ["approval_timed_out"], "the deadline passed before the answer"
+    with pytest.raises(ApprovalError, match="already answered"):
+        book.propose(parse_proposal({"incident_id": "i1", "targets": ["h1"]}, 900), 20)

@@ -307,3 +307,13 @@ def test_reconcile_resolves_what_alertmanager_no_longer_has_active() -> None:
     events = restored.reconcile(set(), now=22)
     assert kinds(events) == [("incident_resolved", "database_down")]
     assert events[0]["incident"]["id"] == db[0]["incident"]["id"] and restored.open_incidents() == []
+
+
+def test_an_alert_reconciled_away_that_fires_after_all_is_news() -> None:
+    """Alertmanager answered an empty list (restarted, or an HA peer not synced yet): if the same episode
+    then arrives again, it opens an incident instead of being dropped as a late retry."""
+    c = make()
+    c.ingest(sig("PostgresDown", "db1", "postgres"), now=0)
+    assert kinds(c.reconcile(set(), now=10)) == [("incident_resolved", "database_down")]
+    again = c.ingest(sig("PostgresDown", "db1", "postgres"), now=11)
+    assert kinds(again) == [("incident_opened", "database_down")]
