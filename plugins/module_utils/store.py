@@ -289,9 +289,14 @@ class Store:
                 out[target] = [float(r[0]) for r in rows]
         return out
 
-    def outcomes(self, itype: str, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self._exec("SELECT incident_id, target, mode, outcome, at FROM outcomes WHERE incident_type = ? "
-                          "ORDER BY at DESC LIMIT ?", (itype, limit))
+    def outcomes(self, itype: str, limit: int = 50, mode: str | None = None) -> list[dict[str, Any]]:
+        """The newest outcomes of `itype` (of runs in `mode` only, when given)."""
+        if mode is None:
+            rows = self._exec("SELECT incident_id, target, mode, outcome, at FROM outcomes WHERE incident_type = ? "
+                              "ORDER BY at DESC LIMIT ?", (itype, limit))
+        else:
+            rows = self._exec("SELECT incident_id, target, mode, outcome, at FROM outcomes WHERE incident_type = ? "
+                              "AND mode = ? ORDER BY at DESC LIMIT ?", (itype, mode, limit))
         return [{"incident_id": r[0], "target": r[1], "mode": r[2], "outcome": r[3], "at": float(r[4])} for r in rows]
 
     def circuit_escalated_at(self, itype: str, since: float) -> float | None:

@@ -228,7 +228,8 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         failures = store.failures(itype.name, since=now - policy.lookback)
         ready = False
         if policy.self_promote:
-            record = track_record(itype.name, policy.mode, store.outcomes(itype.name, 50),
+            # the approved runs only: automatic runs after a promotion must not push them out of the window
+            record = track_record(itype.name, policy.mode, store.outcomes(itype.name, 50, mode="propose"),
                                   circuit_open(policy, failures, now)[0], policy.promote_after)
             ready = record["ready_for_auto"]
         burn, burn_unknown, burn_details = _burn(itype, p)

@@ -217,6 +217,12 @@ def test_a_propose_type_promotes_itself_only_when_its_catalog_entry_opts_in(tmp_
     if opted_in:
         assert result["decision"]["mode"] == "auto" and result["decision"]["allowed"] is True
         assert "promoted itself to auto: its last 3 approved runs all verified" in reasons
+        s = Store(setup["store"])
+        for i in range(60):  # many automatic runs since: the approved ones still count
+            s.record_outcome(f"auto-{i}", "service_unhealthy", f"h{i % 4}", "auto", "verified", at=1795395000.0 + i)
+        s.close()
+        later = guard(setup, incident_type="service_unhealthy", incident_id="inc-later", targets=["h7"])
+        assert later["decision"]["mode"] == "auto", later["decision"]["reasons"]
     else:
         assert result["decision"]["mode"] == "propose" and result["decision"]["allowed"] is False
         assert "waiting for a human approval" in reasons
