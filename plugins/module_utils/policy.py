@@ -226,19 +226,20 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
     return Decision(mode, allowed, tuple(reasons), eligible, skipped, batches, size, is_open, escalate)
 
 
-def track_record(itype: str, mode: str, outcomes: Sequence[Mapping[str, Any]], circuit_is_open: bool,
-                 promote_after: int = 5) -> dict[str, Any]:
+def track_record(itype: str, mode: str, outcomes: Sequence[Mapping[str, Any]], proposed: Sequence[Mapping[str, Any]],
+                 circuit_is_open: bool, promote_after: int = 5) -> dict[str, Any]:
     """How runs of a type went, newest first, and what that says about its mode.
 
-    A `propose` type whose last `promote_after` approved runs all verified is
-    reported ready for `auto`; an `auto` type whose circuit is open runs as
-    `propose` until it resets (demoted).
+    `outcomes` are its newest runs of any mode (counted); `proposed` its newest
+    runs in `propose` mode, read apart so that automatic runs never push them
+    out of the window. A `propose` type whose last `promote_after` approved
+    runs all verified is reported ready for `auto`; an `auto` type whose
+    circuit is open runs as `propose` until it resets (demoted).
     """
     counts: dict[str, int] = {}
     for item in outcomes:
         counts[item["outcome"]] = counts.get(item["outcome"], 0) + 1
-    approved = [o for o in outcomes
-                if o["mode"] == "propose" and o["outcome"] not in ("rejected", "timed_out")][:promote_after]
+    approved = [o for o in proposed if o["outcome"] not in ("rejected", "timed_out")][:promote_after]
     ready = (mode == "propose" and len(approved) == promote_after
              and all(o["outcome"] == "verified" for o in approved))
     demoted = mode == "auto" and circuit_is_open

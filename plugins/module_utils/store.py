@@ -21,6 +21,8 @@ import sqlite3
 import time
 from typing import Any
 
+from ansible_collections.selfheal.core.plugins.module_utils.policy import Policy, circuit_open, track_record
+
 psycopg: Any
 try:
     import psycopg
@@ -108,6 +110,7 @@ STORE_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 }
 FAILED_OUTCOMES = ("failed", "rolled_back", "escalated")
 OUTCOMES = ("verified", *FAILED_OUTCOMES, "rejected", "timed_out")
+_FAILED_RUN = f"mode = 'auto' AND outcome IN ({', '.join(repr(o) for o in FAILED_OUTCOMES)})"
 
 
 class StoreError(Exception):
@@ -251,11 +254,14 @@ class Store:
         rows = self._in("SELECT target, holder, expires_at FROM leases", "target", targets)
         return {row[0]: (row[1], float(row[2])) for row in rows}
 
-    def _in(self, sql: str, column: str, values: list[str]) -> list[tuple[Any, ...]]:
+    def _in(self, sql: str, column: str, values: list[str], where: str = "",
+            params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """`sql` for the rows whose `column` is one of `values` (and, if given, `where` holds)."""
         if not values:
             return []
         marks = ", ".join(["?"] * len(values))
-        return self._exec(f"{sql} WHERE {column} IN ({marks})", tuple(values))
+        more = f" AND {where}" if where else ""
+        return self._exec(f"{sql} WHERE {column} IN ({marks}){more}", (*values, *params))
 
     # ------------------------------------------------------------------ cooldowns and outcomes
 
@@ -274,19 +280,16 @@ class Store:
 
     def failures(self, itype: str, since: float) -> list[float]:
         """Times automatic runs of `itype` failed since `since` (what the circuit breaker counts)."""
-        rows = self._exec("SELECT at FROM outcomes WHERE incident_type = ? AND mode = 'auto' AND at >= ? "
-                          "AND outcome IN ('failed', 'rolled_back', 'escalated') ORDER BY at", (itype, since))
+        rows = self._exec(f"SELECT at FROM outcomes WHERE incident_type = ? AND {_FAILED_RUN} AND at >= ? "  # noqa: S608 - a constant
+                          "ORDER BY at", (itype, since))
         return [float(r[0]) for r in rows]
 
     def failures_by_target(self, itype: str, targets: list[str], since: float) -> dict[str, list[float]]:
-        """Times automatic runs of `itype` failed on each of `targets` since `since` (the per-target circuit)."""
+        """The same, per target (the per-target circuit)."""
         out: dict[str, list[float]] = {}
-        for target in targets:
-            rows = self._exec("SELECT at FROM outcomes WHERE incident_type = ? AND target = ? AND mode = 'auto' "
-                              "AND at >= ? AND outcome IN ('failed', 'rolled_back', 'escalated') ORDER BY at",
-                              (itype, target, since))
-            if rows:
-                out[target] = [float(r[0]) for r in rows]
+        for target, at in self._in("SELECT target, at FROM outcomes", "target", targets,
+                                   f"incident_type = ? AND {_FAILED_RUN} AND at >= ? ORDER BY at", (itype, since)):
+            out.setdefault(target, []).append(float(at))
         return out
 
     def outcomes(self, itype: str, limit: int = 50, mode: str | None = None) -> list[dict[str, Any]]:
@@ -298,6 +301,13 @@ class Store:
             rows = self._exec("SELECT incident_id, target, mode, outcome, at FROM outcomes WHERE incident_type = ? "
                               "AND mode = ? ORDER BY at DESC LIMIT ?", (itype, mode, limit))
         return [{"incident_id": r[0], "target": r[1], "mode": r[2], "outcome": r[3], "at": float(r[4])} for r in rows]
+
+    def track_record(self, itype: str, policy: Policy, now: float, limit: int = 200,
+                     promote_after: int | None = None) -> dict[str, Any]:
+        """The track record of a type, read the one way the guard and the report both use."""
+        is_open = circuit_open(policy, self.failures(itype, now - policy.lookback), now)[0]
+        return track_record(itype, policy.mode, self.outcomes(itype, limit), self.outcomes(itype, 200, mode="propose"),
+                            is_open, promote_after or policy.promote_after)
 
     def circuit_escalated_at(self, itype: str, since: float) -> float | None:
         rows = self._exec("SELECT max(at) FROM circuit_escalations WHERE incident_type = ? AND at >= ?",

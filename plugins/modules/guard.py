@@ -184,13 +184,7 @@ from typing import Any
 
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import IncidentType, PolicyFileError, load_catalog
 from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
-from ansible_collections.selfheal.core.plugins.module_utils.policy import (
-    Burn,
-    Facts,
-    circuit_open,
-    decide,
-    track_record,
-)
+from ansible_collections.selfheal.core.plugins.module_utils.policy import Burn, Facts, decide
 from ansible_collections.selfheal.core.plugins.module_utils.slo import SloError, query_burn
 from ansible_collections.selfheal.core.plugins.module_utils.store import STORE_ARGUMENT_SPEC, Store, StoreError
 
@@ -226,12 +220,8 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         raise ModuleError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
     try:
         failures = store.failures(itype.name, since=now - policy.lookback)
-        ready = False
-        if policy.self_promote:
-            # the approved runs only: automatic runs after a promotion must not push them out of the window
-            record = track_record(itype.name, policy.mode, store.outcomes(itype.name, 50, mode="propose"),
-                                  circuit_open(policy, failures, now)[0], policy.promote_after)
-            ready = record["ready_for_auto"]
+        # the approved runs are read apart: automatic runs after a promotion do not push them out
+        ready = policy.self_promote and store.track_record(itype.name, policy, now)["ready_for_auto"]
         burn, burn_unknown, burn_details = _burn(itype, p)
         facts = Facts(
             now=now,

@@ -80,7 +80,6 @@ from typing import Any
 
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError, load_catalog
 from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
-from ansible_collections.selfheal.core.plugins.module_utils.policy import circuit_open, track_record
 from ansible_collections.selfheal.core.plugins.module_utils.store import STORE_ARGUMENT_SPEC, Store, StoreError
 
 
@@ -95,10 +94,7 @@ def _report(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         audit = store.audit_trail(p["incident_id"], limit=p["limit"])
         records = []
         for itype in catalog.types if catalog else ():
-            policy = itype.policy
-            is_open = circuit_open(policy, store.failures(itype.name, now - policy.lookback), now)[0]
-            records.append(track_record(itype.name, itype.mode, store.outcomes(itype.name, p["limit"]), is_open,
-                                        p["promote_after"] or policy.promote_after))
+            records.append(store.track_record(itype.name, itype.policy, now, p["limit"], p["promote_after"]))
     except StoreError as exc:
         raise ModuleError(f"cannot read the incident store: {exc}") from exc
     finally:
