@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from ansible_collections.selfheal.core.plugins.module_utils.signing import verify
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -262,3 +263,57 @@ async def serve(plugin: str, queue: asyncio.Queue[Any], settings: dict[str, Any]
         await runner.cleanup()
         if on_idle is not None:
             on_idle()
+
+
+class SavedState:
+    """A source's state in the SQLite store of argument state_path: restored at start, saved on change.
+
+    A store that cannot be opened or read at start stops the source (ValueError naming state_path);
+    one that cannot be written later is logged, and the state stays in memory for the next save.
+    """
+
+    def __init__(self, plugin: str, path: str | None, name: str) -> None:
+        self.plugin, self.name = plugin, name
+        self.store: Store | None = None
+        if path:
+            try:
+                self.store = Store(path)
+            except StoreError as exc:
+                raise ValueError(f"{plugin}: argument state_path: {exc}") from None
+
+    def restore(self, load: Callable[[dict[str, Any]], None]) -> bool:
+        """Hand the saved state to `load`; whether there was one."""
+        if self.store is None:
+            return False
+        try:
+            state = self.store.load_state(self.name)
+            if state is not None:
+                load(state)
+        except (StoreError, ValueError, TypeError) as exc:
+            raise ValueError(f"{self.plugin}: argument state_path: {exc}") from None
+        return state is not None
+
+    def save(self, state: dict[str, Any]) -> bool:
+        """Whether the state is saved (or there is nowhere to save it)."""
+        if self.store is None:
+            return True
+        try:
+            self.store.save_state(self.name, state)
+        except StoreError as exc:
+            logger.error("%s: %s (the state is kept in memory and saved again at the next change)", self.plugin, exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def run_by_hand(main: Callable[[asyncio.Queue[Any], dict[str, Any]], Any]) -> None:
+    """Run a source from the command line with its defaults: print every event instead of handing it on."""
+
+    class _PrintQueue(asyncio.Queue[Any]):
+        async def put(self, item: Any) -> None:
+            print(json.dumps(item))
+
+    asyncio.run(main(_PrintQueue(), {}))

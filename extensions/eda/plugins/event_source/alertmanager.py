@@ -22,7 +22,9 @@ except ImportError:
 
 from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import (
     Refused,
+    SavedState,
     parse_args,
+    run_by_hand,
     serve,
 )
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import (
@@ -37,7 +39,6 @@ from ansible_collections.selfheal.core.plugins.module_utils.signals import (
     get_path,
     strip_port,
 )
-from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
 
 DOCUMENTATION = r"""
 ---
@@ -265,7 +266,7 @@ class _Pipeline:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
         self.correlator: Correlator | None = None
-        self.store: Store | None = None
+        self.state = SavedState(PLUGIN, None, _STATE_NAME)
         self.saved_at = 0.0
         self.dirty = False
         self.pending: list[dict[str, Any]] = []  # events due at the first tick
@@ -282,18 +283,12 @@ class _Pipeline:
             raise ValueError(f"{PLUGIN}: arguments group_wait and update_interval must be >= 0")
         self.correlator = Correlator(catalog, topology, group_wait=settings["group_wait"],
                                      update_interval=settings["update_interval"])
-        if settings["state_path"]:
-            try:
-                self.store = Store(settings["state_path"])
-                state = self.store.load_state(_STATE_NAME)
-                if state is not None:
-                    self.correlator.load_state(state)
-                    logger.info("%s: restored %d incidents from %s", PLUGIN, len(self.correlator.incidents),
-                                settings["state_path"])
-                    if settings["alertmanager_url"]:
-                        self._reconcile(settings["alertmanager_url"])
-            except (StoreError, ValueError, TypeError) as exc:
-                raise ValueError(f"{PLUGIN}: argument state_path: {exc}") from None
+        self.state = SavedState(PLUGIN, settings["state_path"], _STATE_NAME)
+        if self.state.restore(self.correlator.load_state):
+            logger.info("%s: restored %d incidents from %s", PLUGIN, len(self.correlator.incidents),
+                        settings["state_path"])
+            if settings["alertmanager_url"]:
+                self._reconcile(settings["alertmanager_url"])
 
     def _reconcile(self, url: str) -> None:
         """Resolve restored incidents whose alerts Alertmanager no longer has active."""
@@ -329,14 +324,11 @@ class _Pipeline:
         return events
 
     def save(self) -> None:
-        if self.store is None or self.correlator is None or not self.dirty:
+        if self.correlator is None or not self.dirty:
             return
-        try:
-            self.store.save_state(_STATE_NAME, self.correlator.to_state())
+        if self.state.save(self.correlator.to_state()):
             self.dirty = False
             self.saved_at = time.time()
-        except StoreError as exc:
-            logger.error("%s: %s (incidents are kept in memory and saved again later)", PLUGIN, exc)
 
 
 def _active_fingerprints(url: str, timeout: float = 5.0) -> set[str] | None:
@@ -375,14 +367,8 @@ async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
         await serve(PLUGIN, queue, settings, pipeline.parse, pipeline.process, pipeline.tick,
                     on_idle=pipeline.save)
     finally:
-        if pipeline.store is not None:
-            pipeline.store.close()
+        pipeline.state.close()
 
 
 if __name__ == "__main__":
-    # Run by hand: print every event instead of handing it to a rulebook.
-    class _PrintQueue(asyncio.Queue[Any]):
-        async def put(self, item: Any) -> None:
-            print(json.dumps(item))
-
-    asyncio.run(main(_PrintQueue(), {}))
+    run_by_hand(main)

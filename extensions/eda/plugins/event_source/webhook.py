@@ -18,7 +18,9 @@ except ImportError:
 
 from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import (
     Refused,
+    SavedState,
     parse_args,
+    run_by_hand,
     serve,
 )
 from ansible_collections.selfheal.core.plugins.module_utils.approvals import (
@@ -27,7 +29,6 @@ from ansible_collections.selfheal.core.plugins.module_utils.approvals import (
     parse_approval,
     parse_proposal,
 )
-from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
 
 DOCUMENTATION = r"""
 ---
@@ -180,16 +181,9 @@ class _Pairing:
         if settings["approval_timeout"] <= 0 or settings["max_pending"] < 1:
             raise ValueError(f"{PLUGIN}: arguments approval_timeout and max_pending must be positive")
         self.approvals = Approvals(settings["max_pending"])
-        self.store: Store | None = None
-        if settings["state_path"]:
-            try:
-                self.store = Store(settings["state_path"])
-                state = self.store.load_state(_STATE_NAME)
-                if state is not None:
-                    self.approvals.load_state(state)
-                    logger.info("%s: %d proposals still wait for a decision", PLUGIN, len(self.approvals.pending))
-            except (StoreError, ValueError, TypeError) as exc:
-                raise ValueError(f"{PLUGIN}: argument state_path: {exc}") from None
+        self.state = SavedState(PLUGIN, settings["state_path"], _STATE_NAME)
+        if self.state.restore(self.approvals.load_state):
+            logger.info("%s: %d proposals still wait for a decision", PLUGIN, len(self.approvals.pending))
 
     def secret_for(self, endpoint: str) -> str:
         """Which secret must have signed a request to `endpoint`: proposals may have their own."""
@@ -238,12 +232,7 @@ class _Pairing:
         return [{**event, "meta": {"endpoint": "", "received_at": now}} for event in events]
 
     def save(self) -> None:
-        if self.store is None:
-            return
-        try:
-            self.store.save_state(_STATE_NAME, self.approvals.to_state())
-        except StoreError as exc:
-            logger.error("%s: %s (proposals are kept in memory and saved again at the next change)", PLUGIN, exc)
+        self.state.save(self.approvals.to_state())
 
 
 async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
@@ -254,15 +243,8 @@ async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
         await serve(PLUGIN, queue, settings, pairing.parse, pairing.process, pairing.tick,
                     secret_for=pairing.secret_for)
     finally:
-        if pairing.store is not None:
-            pairing.store.close()
+        pairing.state.close()
 
 
 if __name__ == "__main__":
-    import json
-
-    class _PrintQueue(asyncio.Queue[Any]):
-        async def put(self, item: Any) -> None:
-            print(json.dumps(item))
-
-    asyncio.run(main(_PrintQueue(), {}))
+    run_by_hand(main)
