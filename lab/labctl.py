@@ -36,7 +36,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -657,23 +656,6 @@ def _alertmanager_config(cfg: Config) -> None:
     (adir / "alertmanager.yml").write_text(json.dumps(conf, indent=2))
 
 
-def _forget_daemon_state(cfg: Config) -> None:
-    """The daemon's open incidents and waiting proposals start fresh with Alertmanager: an incident
-    restored from the store would wait for a resolution this new Alertmanager never heard of.
-    The audit trail, outcomes and cooldowns in the same store are kept."""
-    path = cfg.path("store.db")
-    if not path.exists():
-        return
-    db = sqlite3.connect(path, timeout=10)
-    try:
-        with db:
-            db.execute("DELETE FROM component_state")
-    except sqlite3.Error as exc:
-        raise LabError(f"cannot reset the daemon's incident state in {path}: {exc}") from exc
-    finally:
-        db.close()
-
-
 def monitoring_up(cfg: Config) -> None:
     ports = cfg.ports
     if _alive(cfg, "notify") is None:
@@ -698,8 +680,6 @@ def monitoring_up(cfg: Config) -> None:
         data = cfg.path("alertmanager", "data")
         shutil.rmtree(data, ignore_errors=True)  # a fresh data directory each start
         data.mkdir(parents=True)
-        if _alive(cfg, "rulebook") is None:
-            _forget_daemon_state(cfg)
         _spawn(cfg, "alertmanager", [
             _which("prometheus-alertmanager") or "prometheus-alertmanager",
             f"--config.file={cfg.path('alertmanager', 'alertmanager.yml')}",
