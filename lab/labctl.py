@@ -33,14 +33,17 @@ import errno
 import glob
 import json
 import os
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -335,6 +338,169 @@ def _running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+# Processes the lab did not record in a pid file but that are the lab's all the same: what runs
+# inside a host's namespace (the sshd process serving each connection, among them Ansible's
+# persistent ones, and whatever those sessions started), what the daemon started, and the ssh
+# clients on this machine connected to a host (Ansible's ControlPersist masters). Each is held by
+# a pidfd from before it is checked until it is signalled, so a pid reused meanwhile is never hit.
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _ns_id(path: str) -> tuple[int, int] | None:
+    """The identity of a network namespace: of /run/netns/NAME, or of a process's /proc/PID/ns/net."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _netns_ids(cfg: Config) -> dict[tuple[int, int], str]:
+    """The lab hosts' network namespaces that exist, by identity."""
+    ids = {}
+    for host in cfg.hosts:
+        ns = _ns_id(f"/run/netns/{host.netns}")
+        if ns is not None:
+            ids[ns] = host.name
+    return ids
+
+
+def _in_netns(ids: dict[tuple[int, int], str]) -> dict[int, str]:
+    """Every process whose network namespace is one of `ids` (a zombie has none), with what it is."""
+    found = {}
+    for pid in _pids():
+        host = ids.get(_ns_id(f"/proc/{pid}/ns/net") or (0, 0))
+        if host is not None and pid != os.getpid():
+            found[pid] = f"{host}:{_comm(pid)}[{pid}]"
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _parents() -> dict[int, int]:
+    parents = {}
+    for pid in _pids():
+        try:
+            parents[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return parents
+
+
+def _descends(pid: int, ancestor: int, parents: dict[int, int] | None = None) -> bool:
+    parents = _parents() if parents is None else parents
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        pid = parents.get(pid, 0)
+        if pid == ancestor:
+            return True
+    return False
+
+
+def _descendants(ancestor: int) -> dict[int, str]:
+    parents = _parents()
+    return {pid: f"{_comm(pid)}[{pid}]" for pid in parents if _descends(pid, ancestor, parents)}
+
+
+def _tcp_peers(pid: int) -> set[tuple[str, int]]:
+    """The remote ends of the IPv4 TCP sockets `pid` holds (read in its own network namespace)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+        lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    peers = set()
+    for line in lines:
+        cols = line.split()
+        if len(cols) > 9 and cols[9] in inodes:
+            address, port = cols[2].split(":")
+            # the kernel prints the address as a number in host byte order
+            peers.add((socket.inet_ntoa(struct.pack("=I", int(address, 16))), int(port, 16)))
+    return peers
+
+
+def _ssh_clients(cfg: Config) -> dict[int, str]:
+    """ssh clients on this machine connected to a lab host's sshd: Ansible's ControlPersist masters
+    (`ssh: <control path> [mux]`, whatever the control path) and any other ssh session to a host."""
+    sshds = {(h.address, SSH_PORT): h.name for h in cfg.hosts}
+    found = {}
+    for pid in _pids():
+        if _comm(pid) == "ssh":
+            hosts = sorted({sshds[peer] for peer in _tcp_peers(pid) if peer in sshds})
+            if hosts:
+                found[pid] = f"ssh to {','.join(hosts)}[{pid}]"
+    return found
+
+
+def _hold(candidates: dict[int, str], still_ours: Callable[[int], bool]) -> dict[int, str]:
+    """pidfds of those `candidates` that, checked after their pidfd is open, are still the lab's."""
+    held = {}
+    for pid, what in candidates.items():
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # gone already
+            continue
+        # /proc/PID is the pidfd's process for as long as that process runs: if it ended and the pid
+        # was reused before the check, signalling the pidfd fails instead of hitting the newcomer.
+        if still_ours(pid):
+            held[fd] = what
+        else:
+            os.close(fd)
+    return held
+
+
+def _end(held: dict[int, str], grace: float = 5.0) -> list[str]:
+    """SIGTERM every held process, SIGKILL what still runs after `grace`; close the pidfds.
+
+    Returns what was still running when signalled.
+    """
+    ended = []
+    pending = set()
+    exited = select.poll()  # a pidfd turns readable when its process exits
+    try:
+        for fd, what in held.items():
+            if _signal_pidfd(fd, signal.SIGTERM):
+                ended.append(what)
+                pending.add(fd)
+                exited.register(fd, select.POLLIN)
+        for patience, then in ((grace, signal.SIGKILL), (5.0, None)):
+            deadline = time.monotonic() + patience
+            while pending and time.monotonic() < deadline:
+                for fd, _event in exited.poll(100):
+                    pending.discard(fd)
+                    exited.unregister(fd)
+            if then is not None:
+                for fd in pending:
+                    _signal_pidfd(fd, then)
+    finally:
+        for fd in held:
+            os.close(fd)
+    return ended
+
+
+def _signal_pidfd(fd: int, sig: int) -> bool:
+    try:
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _wait(what: str, check: object, timeout: float, log: Path | None = None,
@@ -874,8 +1040,16 @@ def status(cfg: Config) -> int:
 
 def down(cfg: Config) -> int:
     stopped = []
+    rulebook = _alive(cfg, "rulebook")
+    # The daemon's playbook runs are its descendants only while it lives: held before it stops.
+    runs = {} if rulebook is None else _hold(_descendants(rulebook), lambda pid: _descends(pid, rulebook))
     if _stop(cfg, "rulebook", grace=15):
         stopped.append("rulebook")
+    stopped += _end(runs)
+    # Ssh clients to the hosts (Ansible's ControlPersist masters) end before the hosts' sshd: each
+    # closes its connection and removes its control socket, so no later run reuses a dead one.
+    hosts = {(h.address, SSH_PORT) for h in cfg.hosts}
+    stopped += _end(_hold(_ssh_clients(cfg), lambda pid: _comm(pid) == "ssh" and bool(_tcp_peers(pid) & hosts)))
     for svc in reversed(SERVICE_ORDER):  # users of a service before the service
         for host in cfg.hosts:
             if svc in host.services and service(cfg, host, "stop", svc, quiet=True) == 0:
@@ -883,6 +1057,10 @@ def down(cfg: Config) -> int:
     for host in cfg.hosts:
         if _stop(cfg, f"{host.name}-sshd"):
             stopped.append(f"{host.name}-sshd")
+    # What still runs in a host's namespace is the lab's: the sshd process serving each connection
+    # (the listener leaves them running when it stops) and whatever their sessions started.
+    netns = _netns_ids(cfg)
+    stopped += _end(_hold(_in_netns(netns), lambda pid: _ns_id(f"/proc/{pid}/ns/net") in netns))
     for name in ("alertmanager", "prometheus", "notify"):
         if _stop(cfg, name):
             stopped.append(name)

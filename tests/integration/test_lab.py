@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, Lab
+from conftest import REPO, Lab, wait_for
 
 LABCTL = str(REPO / "lab" / "labctl.py")
 
@@ -114,6 +114,77 @@ def test_down_ends_exactly_what_up_started_and_up_is_idempotent(lab: Lab) -> Non
         assert up.returncode == 0, up.stdout + up.stderr
         again = lab.labctl("up")
         assert again.returncode == 0, "up twice is fine"
+        if daemon_was_up:
+            assert lab.labctl("daemon", "start").returncode == 0
+    assert lab.labctl("status").returncode == 0
+
+
+def _lab_processes(lab: Lab, namespaces: dict[tuple[int, int], str]) -> dict[int, str]:
+    """Every live process that is the lab's by its command line, its network namespace, or an ssh
+    connection to a host's sshd (read here independently of labctl's own bookkeeping)."""
+    mine = {os.getpid(), os.getppid()}
+    sshds = {f"{int.from_bytes(socket.inet_aton(h.address), sys.byteorder):08X}:0016" for h in lab.cfg.hosts}
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in mine:
+            continue
+        proc = Path("/proc", entry)
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # exited; only its parent's wait() is missing
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ns = os.stat(proc / "ns" / "net")
+            sockets = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+            tcp = (proc / "net" / "tcp").read_text().splitlines()[1:]
+        except OSError:
+            continue  # gone meanwhile
+        if (ns.st_dev, ns.st_ino) in namespaces:
+            found[int(entry)] = f"in {namespaces[(ns.st_dev, ns.st_ino)]}'s namespace: {cmdline}"
+        elif lab.cfg.lab_dir in cmdline:
+            found[int(entry)] = f"lab command line: {cmdline}"
+        elif any(cols[2] in sshds and f"socket:[{cols[9]}]" in sockets for cols in map(str.split, tcp)):
+            found[int(entry)] = f"ssh connection to a host: {cmdline}"
+    return found
+
+
+def test_down_ends_the_ssh_connections_to_the_hosts_on_both_ends(lab: Lab) -> None:
+    """Ansible's persistent connections (ControlPersist) outlive their playbook: `down` ends the
+    sshd process serving each one inside the host, the ssh master on this machine, and whatever a
+    session left running, so no process of the lab survives it."""
+    h1, h2 = lab.cfg.hosts[0], lab.cfg.hosts[1]
+    ping = subprocess.run([str(Path(sys.executable).parent / "ansible"), "-i", str(lab.inventory_path),
+                           f"{h1.name},{h2.name}", "-m", "ansible.builtin.ping"],
+                          capture_output=True, text=True, check=False, env=lab.env, timeout=120)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    key, common = lab.vars["ansible_ssh_private_key_file"], lab.vars["ansible_ssh_common_args"].split()
+    session = subprocess.Popen(["ssh", "-i", key, *common, "-o", "ControlMaster=no", "-o", "BatchMode=yes",
+                                f"root@{h2.address}", "sleep 600"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    namespaces = {}
+    for host in lab.cfg.hosts:
+        st = os.stat(f"/run/netns/{host.netns}")
+        namespaces[(st.st_dev, st.st_ino)] = host.name
+
+    def session_started() -> dict[int, str] | None:
+        found = _lab_processes(lab, namespaces)
+        return found if any(w.startswith("in h2's namespace") and "sleep 600" in w for w in found.values()) else None
+
+    daemon_was_up = lab.labctl("daemon", "status").returncode == 0
+    try:
+        before = wait_for("the ssh session's sleep in h2", session_started, 30)
+        assert any("[mux]" in what and "ssh connection to a host" in what for what in before.values()), before
+        per_connection = [what for what in before.values() if "h1's namespace" in what and "sshd: root@" in what]
+        assert per_connection, f"no sshd process serves the persistent connection to h1: {before}"
+        down = lab.labctl("down")
+        assert down.returncode == 0, down.stderr
+        left = _lab_processes(lab, namespaces)
+        assert left == {}, f"lab down left processes behind: {left}"
+        session.wait(timeout=10)  # its connection is gone: the client has ended
+    finally:
+        session.kill()
+        session.wait()
+        up = lab.labctl("up")
+        assert up.returncode == 0, up.stdout + up.stderr
         if daemon_was_up:
             assert lab.labctl("daemon", "start").returncode == 0
     assert lab.labctl("status").returncode == 0
