@@ -412,8 +412,8 @@ def _descendants(ancestor: int) -> dict[int, str]:
     return {pid: f"{_comm(pid)}[{pid}]" for pid in parents if _descends(pid, ancestor, parents)}
 
 
-def _tcp_peers(pid: int) -> set[tuple[str, int]]:
-    """The remote ends of the IPv4 TCP sockets `pid` holds (read in its own network namespace)."""
+def _tcp_sockets(pid: int) -> list[tuple[tuple[str, int], tuple[str, int], str]]:
+    """(local end, remote end, state) of the IPv4 TCP sockets `pid` holds, read in its own namespace."""
     inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -425,15 +425,24 @@ def _tcp_peers(pid: int) -> set[tuple[str, int]]:
                 inodes.add(link[8:-1])
         lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
     except OSError:
-        return set()
-    peers = set()
-    for line in lines:
-        cols = line.split()
-        if len(cols) > 9 and cols[9] in inodes:
-            address, port = cols[2].split(":")
-            # the kernel prints the address as a number in host byte order
-            peers.add((socket.inet_ntoa(struct.pack("=I", int(address, 16))), int(port, 16)))
-    return peers
+        return []
+
+    def end(text: str) -> tuple[str, int]:
+        address, port = text.split(":")
+        # the kernel prints the address as a number in host byte order
+        return socket.inet_ntoa(struct.pack("=I", int(address, 16))), int(port, 16)
+
+    return [(end(cols[1]), end(cols[2]), cols[3]) for cols in map(str.split, lines)
+            if len(cols) > 9 and cols[9] in inodes]
+
+
+def _tcp_peers(pid: int) -> set[tuple[str, int]]:
+    return {remote for _local, remote, _state in _tcp_sockets(pid)}
+
+
+def _listens(pid: int, address: str, port: int) -> bool:
+    """Whether `pid` itself holds a socket listening on address:port (0A is TCP_LISTEN)."""
+    return any(local == (address, port) and state == "0A" for local, _remote, state in _tcp_sockets(pid))
 
 
 def _ssh_clients(cfg: Config) -> dict[int, str]:
@@ -613,8 +622,17 @@ def ssh_up(cfg: Config) -> None:
             _spawn(cfg, name, [sshd, "-D", "-e", "-f", str(conf)], netns=host.netns, marker=str(conf))
     (keydir / "known_hosts").write_text("\n".join(known) + "\n")
     for host in cfg.hosts:
-        _wait(f"sshd on {host.name} ({host.address}:{SSH_PORT})", lambda h=host: _tcp_ok(h.address, SSH_PORT),
-              15, cfg.path("log", f"{host.name}-sshd.log"))
+        _wait(f"sshd on {host.name} ({host.address}:{SSH_PORT})", lambda h=host: _sshd_up(cfg, h),
+              15, cfg.path("log", f"{host.name}-sshd.log"), process=(cfg, f"{host.name}-sshd"))
+
+
+def _sshd_up(cfg: Config, host: Host) -> bool:
+    """The host's sshd runs (its pid file, checked against its command line) and listens itself.
+
+    Not a TCP connect: with the lab's network gone, a gateway may answer for the host's address.
+    """
+    pid = _alive(cfg, f"{host.name}-sshd")
+    return pid is not None and _listens(pid, host.address, SSH_PORT)
 
 
 # --------------------------------------------------------------------------- host services
@@ -1020,7 +1038,7 @@ def up(cfg: Config) -> int:
 def status(cfg: Config) -> int:
     rows: list[tuple[str, str, bool]] = []
     for host in cfg.hosts:
-        rows.append((f"{host.name} sshd", f"{host.address}:{SSH_PORT}", _tcp_ok(host.address, SSH_PORT)))
+        rows.append((f"{host.name} sshd", f"{host.address}:{SSH_PORT}", _sshd_up(cfg, host)))
         for svc in host.services:
             port = {"demo": DEMO_PORT, "nginx": NGINX_PORT, "postgres": PG_PORT, "pg_exporter": PG_EXPORTER_PORT}[svc]
             ok = _alive(cfg, f"{host.name}-{svc}") is not None and _tcp_ok(host.address, port)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +61,34 @@ def test_status_reports_every_part(lab: Lab) -> None:
     for part in ("prometheus", "alertmanager", "notify sink"):
         assert part in proc.stdout
     assert "DOWN" not in proc.stdout
+
+
+def test_status_reports_sshd_from_its_process_not_from_whatever_answers(lab: Lab) -> None:
+    """A port that answers is not the host's sshd (with the network gone, a gateway may answer)."""
+    h1 = lab.cfg.hosts[0]
+    sshd = int(lab.cfg.path("run", f"{h1.name}-sshd.pid").read_text().split()[0])
+    listen = (f"import socket, time; s = socket.socket(); s.bind(({h1.address!r}, 22)); s.listen(); "
+              "print('listening', flush=True); time.sleep(300)")
+    impostor = None
+    try:
+        os.kill(sshd, signal.SIGTERM)
+        wait_for("h1's sshd to end", lambda: not Path(f"/proc/{sshd}").exists()
+                 or Path(f"/proc/{sshd}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 15)
+        impostor = subprocess.Popen(["ip", "netns", "exec", h1.netns, sys.executable, "-c", listen],
+                                    stdout=subprocess.PIPE, text=True)
+        assert impostor.stdout is not None and impostor.stdout.readline() == "listening\n"
+        socket.create_connection((h1.address, 22), timeout=5).close()  # something answers on h1:22
+        proc = lab.labctl("status")
+        assert proc.returncode == 1, proc.stdout
+        assert next(line for line in proc.stdout.splitlines() if line.startswith(f"{h1.name} sshd")).endswith("DOWN")
+        assert next(line for line in proc.stdout.splitlines() if line.startswith(f"{h1.name} demo")).endswith("up")
+    finally:
+        if impostor is not None:
+            impostor.kill()
+            impostor.wait()
+        up = lab.labctl("up")
+        assert up.returncode == 0, up.stdout + up.stderr
+    assert lab.labctl("status").returncode == 0
 
 
 def test_hosts_are_reached_over_ssh_each_in_its_own_namespace(lab: Lab) -> None:
