@@ -9,8 +9,9 @@ BIN := $(VENV)/bin
 COLL_ROOT := $(CURDIR)/.build/collections
 COLL_LINK := $(COLL_ROOT)/ansible_collections/selfheal/core
 SANITY_DIR := $(CURDIR)/.build/sanity/ansible_collections/selfheal/core
+# python3-venv: Debian's python3 has no working `-m venv` (ensurepip) without it.
 APT_PACKAGES := prometheus prometheus-alertmanager openssh-server openssh-client nginx-light \
-	prometheus-postgres-exporter postgresql iproute2 util-linux procps curl default-jdk-headless
+	prometheus-postgres-exporter postgresql iproute2 util-linux procps curl default-jdk-headless python3-venv
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export PATH := $(BIN):$(PATH)
@@ -37,7 +38,7 @@ apt:
 
 $(BIN)/.installed: requirements.txt constraints.txt
 	@echo "[deps] creating $(VENV)"
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) || { echo "[deps] error: $(PYTHON) -m venv failed; on Debian: apt-get install python3-venv (make apt does)"; exit 1; }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
 	touch $@
