@@ -17,18 +17,17 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help deps apt venv collection lint sanity build doc unit integration e2e pytest test \
+.PHONY: help deps apt venv collection lint sanity build unit integration e2e pytest test \
 	lab-up lab-status lab-down daemon-up daemon-down demo bench bench-storm clean
 
-help:
-	@echo "make demo      set up, start the lab and the daemon, crash a service, show it heal"
-	@echo "make test      set up, lint, sanity, build, unit + integration + e2e tests"
-	@echo "make lab-up | lab-status | lab-down | daemon-up | daemon-down | bench | clean"
+# Every target says what it does after `##` on its own line: `make help` lists them from there.
+help: ## list the targets
+	@awk -F':[^#]*## ' '/^[a-z][a-z0-9-]*:.*## / {printf "make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps: apt venv collection
+deps: apt venv collection ## apt + venv + collection: everything the lab and the tests need
 
 # Debian packages the lab needs; installed only when one is missing.
-apt:
+apt: ## install the Debian packages that are missing (needs root)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "[deps] apt-get install $$missing"; \
@@ -43,20 +42,20 @@ $(BIN)/.installed: requirements.txt constraints.txt
 	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
 	touch $@
 
-venv: $(BIN)/.installed
+venv: $(BIN)/.installed ## create .venv from requirements.txt pinned by constraints.txt
 
 # The checkout is the collection: link it where Ansible looks for selfheal.core.
-collection:
+collection: ## link this checkout as selfheal.core under .build/collections
 	@mkdir -p $(dir $(COLL_LINK))
 	@ln -sfn $(CURDIR) $(COLL_LINK)
 
-lint: venv collection
+lint: venv collection ## ruff, mypy, ansible-lint (production profile)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/ansible-lint --profile production
 
 # ansible-test needs a real ansible_collections/selfheal/core path: copy the tracked files there.
-sanity: venv
+sanity: venv ## ansible-test sanity on a copy of the tracked files
 	@rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)
 	@git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C $(SANITY_DIR)
 	@# A repository of its own, so ansible-test does not see the copy as ignored files of this one.
@@ -67,51 +66,51 @@ sanity: venv
 		mkdir -p $$HOME/.ansible/test/cache && cp tools/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_$${pipv//./_}.py
 	cd $(SANITY_DIR) && $(BIN)/ansible-test sanity --python 3.11 --color no
 
-build: venv
+build: venv ## build the collection tarball into .build/dist
 	@mkdir -p .build/dist
 	$(BIN)/ansible-galaxy collection build --force --output-path .build/dist .
 
-unit: venv collection
+unit: venv collection ## unit tests (no lab)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv collection apt
+integration: venv collection apt ## integration tests against the lab (brought up if it is not)
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-e2e: venv collection apt
+e2e: venv collection apt ## end-to-end tests: the lab with the rulebook daemon
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 # Integration tests break lab services on purpose with no daemon running; end-to-end tests run last.
-pytest: venv collection apt
+pytest: venv collection apt ## unit, integration and end-to-end tests, in that order
 	$(BIN)/pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
-test: deps lint sanity pytest
+test: deps lint sanity pytest ## deps, lint, sanity, then every test
 
-lab-up: deps
+lab-up: deps ## deps, then bring the lab up (idempotent)
 	$(PYTHON) lab/labctl.py up
 
-lab-status:
+lab-status: ## show every part of the lab; fails if one is down
 	$(PYTHON) lab/labctl.py status
 
-lab-down:
+lab-down: ## end every process of the lab, remove its network
 	$(PYTHON) lab/labctl.py down
 
-daemon-up: lab-up
+daemon-up: lab-up ## lab-up, then start the ansible-rulebook daemon
 	$(PYTHON) lab/labctl.py daemon start
 
-daemon-down:
+daemon-down: ## stop the ansible-rulebook daemon
 	$(PYTHON) lab/labctl.py daemon stop
 
-demo: daemon-up
+demo: daemon-up ## daemon-up, crash a service, show it heal with its timeline
 	$(BIN)/python lab/demo.py
 
-bench: daemon-up
+bench: daemon-up ## daemon-up, then the recovery, storm and guard benchmarks
 	$(BIN)/python bench/recovery.py $(BENCH_ARGS)
 	$(BIN)/python bench/storm.py $(STORM_ARGS)
 	$(BIN)/python bench/guard.py $(GUARD_ARGS)
 
-bench-storm: deps
+bench-storm: deps ## the storm benchmark only (its own daemons, no lab)
 	$(BIN)/python bench/storm.py $(STORM_ARGS)
 
-clean:
+clean: ## lab clean (down, delete .lab), delete .build and .venv
 	-$(PYTHON) lab/labctl.py clean
 	rm -rf .build .venv

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -130,3 +131,17 @@ def test_rulebook_and_playbooks_resolve_from_the_installed_collection(installed:
     names = {r["action"].get("run_playbook", {}).get("name") for r in rulebook[0]["rules"]} - {None}
     for name in names:
         assert (root / "playbooks" / f"{name.split('.')[-1]}.yml").exists(), name
+
+
+def test_make_help_lists_every_target_once() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    declared = re.search(r"^\.PHONY:((?:.*\\\n)*.*)$", makefile, re.M)
+    assert declared is not None
+    phony = set(declared.group(1).replace("\\\n", " ").split())
+    defined = set(re.findall(r"^([a-z][a-z0-9-]*):", makefile, re.M))
+    assert phony == defined, f"declared .PHONY but not defined: {phony - defined}; not declared: {defined - phony}"
+    shown = _run("make", "-s", "--no-print-directory", "help")
+    assert shown.returncode == 0, shown.stderr
+    listed = [line.split()[1] for line in shown.stdout.splitlines()]
+    assert sorted(listed) == sorted(defined), shown.stdout
+    assert all(len(line.split()) > 2 for line in shown.stdout.splitlines()), "a target without its description"
