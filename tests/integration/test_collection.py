@@ -50,7 +50,7 @@ def test_tarball_holds_the_collection_and_nothing_of_the_workshop(installed: tup
     tarball = installed[0]
     with tarfile.open(tarball) as tar:
         names = set(tar.getnames())
-    for expected in ("MANIFEST.json", "meta/runtime.yml", "rulebooks/self_healing.yml",
+    for expected in ("MANIFEST.json", "LICENSE", "meta/runtime.yml", "rulebooks/self_healing.yml",
                      "playbooks/remediate_service_down.yml", "extensions/eda/plugins/event_source/alertmanager.py",
                      "plugins/module_utils/signals.py", "roles/service/meta/argument_specs.yml"):
         assert expected in names, expected
