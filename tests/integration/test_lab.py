@@ -101,6 +101,17 @@ def test_hosts_are_reached_over_ssh_each_in_its_own_namespace(lab: Lab) -> None:
         assert f"inet {host.address}/24" in proc.stdout
 
 
+def test_remediation_runs_match_every_play_and_a_real_mismatch_still_warns(lab: Lab) -> None:
+    """The lab inventory declares the playbook's run-time groups: a run in auto mode, which leaves the
+    proposal group empty, logs no host pattern warning; a chaos run without a target still gets one."""
+    run = lab.playbook("selfheal.core.remediate_service_down", "-e", "selfheal_target=h3")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "PLAY [Propose" in run.stdout and "skipping: no hosts matched" in run.stdout, "the proposal play is skipped"
+    assert "Could not match supplied host pattern" not in run.stdout + run.stderr
+    chaos = lab.playbook("selfheal.core.chaos_service_crash")
+    assert "Could not match supplied host pattern, ignoring: selfheal_no_target_given" in chaos.stdout + chaos.stderr
+
+
 def test_postgres_and_nginx_answer_in_their_hosts(lab: Lab) -> None:
     db = next(h for h in lab.cfg.hosts if "db" in h.groups)
     web = next(h for h in lab.cfg.hosts if "web" in h.groups)
