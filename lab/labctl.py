@@ -840,9 +840,17 @@ def _alertmanager_config(cfg: Config) -> None:
     (adir / "alertmanager.yml").write_text(json.dumps(conf, indent=2))
 
 
+def _rotate(path: Path) -> None:
+    """Move a file of an earlier run to <name>.1 (one previous copy is kept), so that the live file
+    holds only what this run writes and nobody reads an old page or log line as new."""
+    if path.exists() and path.stat().st_size > 0:
+        os.replace(path, path.with_name(path.name + ".1"))
+
+
 def monitoring_up(cfg: Config) -> None:
     ports = cfg.ports
     if _alive(cfg, "notify") is None:
+        _rotate(cfg.path("notifications.jsonl"))
         _spawn(cfg, "notify", [sys.executable, str(SERVICES / "notify_sink.py"),
                                "--listen", f"127.0.0.1:{ports['notify']}",
                                "--out", str(cfg.path("notifications.jsonl"))])
@@ -1012,6 +1020,7 @@ def daemon(cfg: Config, action: str) -> int:
         "selfheal_proposal_secret": proposal_secret(cfg),
     }))
     os.chmod(varsfile, 0o600)
+    _rotate(cfg.path("log", "rulebook.log"))
     _spawn(cfg, "rulebook", [
         str(rulebook_bin), "--rulebook", str(REPO / "rulebooks" / "self_healing.yml"),
         "--inventory", str(cfg.path("inventory.yml")), "--vars", str(varsfile), "--verbose",

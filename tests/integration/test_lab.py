@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from conftest import REPO, Lab, wait_for
@@ -112,6 +113,46 @@ def test_remediation_runs_match_every_play_and_a_real_mismatch_still_warns(lab: 
     assert "Could not match supplied host pattern, ignoring: selfheal_no_target_given" in chaos.stdout + chaos.stderr
 
 
+def _page(lab: Lab, summary: str) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{lab.cfg.ports['notify']}/escalations", method="POST",
+                                     data=json.dumps({"summary": summary}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 200
+
+
+def test_a_fresh_notify_sink_and_a_fresh_daemon_start_new_files_and_keep_the_last(lab: Lab) -> None:
+    """Pages and daemon log lines of an earlier run move to <name>.1: the live files hold only new ones."""
+    pages, kept = lab.cfg.path("notifications.jsonl"), lab.cfg.path("notifications.jsonl.1")
+    _page(lab, "page of an earlier run")
+    # A sink that keeps running keeps its file: tests that count pages before and after still see theirs.
+    assert lab.labctl("up").returncode == 0
+    assert "page of an earlier run" in pages.read_text()
+    sink = int(lab.cfg.path("run", "notify.pid").read_text().split()[0])
+    os.kill(sink, signal.SIGTERM)
+    wait_for("the notify sink to end", lambda: not Path(f"/proc/{sink}").exists()
+             or Path(f"/proc/{sink}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 15)
+    up = lab.labctl("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "page of an earlier run" in kept.read_text()
+    assert not pages.exists() or "page of an earlier run" not in pages.read_text()
+    _page(lab, "page of this run")
+    assert [json.loads(line)["body"]["summary"] for line in pages.read_text().splitlines()] == ["page of this run"]
+
+    log, old_log = lab.cfg.path("log", "rulebook.log"), lab.cfg.path("log", "rulebook.log.1")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write("line of an earlier daemon\n")
+    started = lab.labctl("daemon", "start")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "line of an earlier daemon" in old_log.read_text()
+        assert "line of an earlier daemon" not in log.read_text()
+        assert log.stat().st_size > 0, "the new daemon writes to the live log"
+    finally:
+        lab.labctl("daemon", "stop")  # the integration tests run with no daemon
+
+
 def test_postgres_and_nginx_answer_in_their_hosts(lab: Lab) -> None:
     db = next(h for h in lab.cfg.hosts if "db" in h.groups)
     web = next(h for h in lab.cfg.hosts if "web" in h.groups)
@@ -119,8 +160,6 @@ def test_postgres_and_nginx_answer_in_their_hosts(lab: Lab) -> None:
     psql = subprocess.run(["psql", "-h", db.address, "-U", "postgres", "-tAc", "select 40 + 2"], capture_output=True,
                           text=True, check=False, env={**lab.env, "PGPASSWORD": password}, timeout=30)
     assert psql.stdout.strip() == "42", psql.stderr
-    import urllib.request
-
     with urllib.request.urlopen(f"http://{web.address}/", timeout=5) as resp:
         assert json.loads(resp.read())["host"] == web.name
 
