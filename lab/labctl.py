@@ -977,6 +977,30 @@ def daemon_env(cfg: Config) -> dict[str, str]:
     }
 
 
+def write_rulebook_vars(cfg: Config) -> Path:
+    """The daemon's --vars file, also for running ansible-rulebook by hand; it holds secrets, so it is
+    readable by its owner only from the moment it exists."""
+    rulebook_vars = {
+        "selfheal_source_host": "127.0.0.1",
+        "selfheal_source_port": cfg.ports["rulebook"],
+        "selfheal_catalog": str(REPO / "rulebooks" / "catalog.yml"),
+        "selfheal_topology": str(REPO / "rulebooks" / "topology.yml"),
+        "selfheal_state_path": str(cfg.path("store.db")),
+        "selfheal_group_wait": 1.0,
+        "selfheal_source_token": source_token(cfg),
+        "selfheal_alertmanager_url": f"http://127.0.0.1:{cfg.ports['alertmanager']}",
+        "selfheal_approval_port": cfg.ports["approvals"],
+        "selfheal_approval_secret": approval_secret(cfg),
+        "selfheal_proposal_secret": proposal_secret(cfg),
+    }
+    path = cfg.path("rulebook_vars.yml")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file from before keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(rulebook_vars, indent=2) + "\n")
+    return path
+
+
 def daemon_pid(cfg: Config) -> int | None:
     """The pid of the rulebook daemon this lab started, if it runs."""
     return _alive(cfg, "rulebook")
@@ -1005,21 +1029,7 @@ def daemon(cfg: Config, action: str) -> int:
         if _port_busy("127.0.0.1", busy):
             raise LabError(f"port {busy} (rulebook event source) is already in use: stop that process or set "
                            "SELFHEAL_LAB_PORT_BASE")
-    varsfile = cfg.path("rulebook_vars.yml")
-    varsfile.write_text(json.dumps({
-        "selfheal_source_host": "127.0.0.1",
-        "selfheal_source_port": port,
-        "selfheal_catalog": str(REPO / "rulebooks" / "catalog.yml"),
-        "selfheal_topology": str(REPO / "rulebooks" / "topology.yml"),
-        "selfheal_state_path": str(cfg.path("store.db")),
-        "selfheal_group_wait": 1.0,
-        "selfheal_source_token": source_token(cfg),
-        "selfheal_alertmanager_url": f"http://127.0.0.1:{cfg.ports['alertmanager']}",
-        "selfheal_approval_port": cfg.ports["approvals"],
-        "selfheal_approval_secret": approval_secret(cfg),
-        "selfheal_proposal_secret": proposal_secret(cfg),
-    }))
-    os.chmod(varsfile, 0o600)
+    varsfile = write_rulebook_vars(cfg)
     _rotate(cfg.path("log", "rulebook.log"))
     _spawn(cfg, "rulebook", [
         str(rulebook_bin), "--rulebook", str(REPO / "rulebooks" / "self_healing.yml"),
@@ -1050,6 +1060,7 @@ def up(cfg: Config) -> int:
     _say("monitoring: notify sink, prometheus, alertmanager")
     monitoring_up(cfg)
     inv = write_inventory(cfg)
+    write_rulebook_vars(cfg)
     _say(f"lab up in {time.monotonic() - t0:.1f}s; inventory: {inv}")
     return 0
 

@@ -145,3 +145,42 @@ def test_make_help_lists_every_target_once() -> None:
     listed = [line.split()[1] for line in shown.stdout.splitlines()]
     assert sorted(listed) == sorted(defined), shown.stdout
     assert all(len(line.split()) > 2 for line in shown.stdout.splitlines()), "a target without its description"
+
+
+_VARIABLE = r"\bselfheal_[a-z0-9_]+\b"
+VARS_EXAMPLE = REPO / "docs" / "vars.example.yml"
+
+
+def test_vars_example_sets_every_variable_of_the_rulebook_and_no_other() -> None:
+    rulebook = (REPO / "rulebooks" / "self_healing.yml").read_text()
+    used = {name for expression in re.findall(r"\{\{(.*?)\}\}", rulebook, re.S)
+            for name in re.findall(_VARIABLE, expression)}
+    assert {"selfheal_source_port", "selfheal_approval_secret"} <= used, "the rulebook's variables were not found"
+    example = yaml.safe_load(VARS_EXAMPLE.read_text())
+    assert set(example) == used, (f"missing from {VARS_EXAMPLE.name}: {sorted(used - set(example))}; "
+                                  f"not read by the rulebook: {sorted(set(example) - used)}")
+    # every variable is explained: a comment right above it (or above the group of variables it is in)
+    lines = VARS_EXAMPLE.read_text().splitlines()
+    for name in used:
+        above = next(i for i, line in enumerate(lines) if line.startswith(f"{name}:")) - 1
+        while re.match(r"selfheal_[a-z0-9_]+:", lines[above]):
+            above -= 1
+        assert lines[above].startswith("#"), f"{name} has no comment"
+
+
+def test_vars_example_lists_every_inventory_variable_the_playbooks_read() -> None:
+    used: set[str] = set()
+    own: set[str] = set()  # what the playbooks set themselves: facts, registered results, groups, literals
+    for path in sorted([*(REPO / "playbooks").rglob("*.yml"), *(REPO / "roles").rglob("*.yml")]):
+        text = path.read_text()
+        used |= set(re.findall(_VARIABLE, text))
+        own |= set(re.findall(r"^\s*(?:-\s+)?(selfheal_[a-z0-9_]+):", text, re.M))
+        own |= set(re.findall(r"(?:register|groups):\s*(selfheal_[a-z0-9_]+)", text))
+        own |= set(re.findall(r"'(selfheal_[a-z0-9_]+)'", text))
+    inventory = used - own
+    assert {"selfheal_store", "selfheal_target", "selfheal_health_url"} <= inventory
+    text = VARS_EXAMPLE.read_text()
+    section = text[text.index("# ---"):]
+    assert "inventory variables" in section.splitlines()[0]
+    missing = sorted(name for name in inventory if not re.search(rf"^#.*\b{name}\b", section, re.M))
+    assert missing == [], f"inventory variables the playbooks read, missing from {VARS_EXAMPLE.name}: {missing}"
