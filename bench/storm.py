@@ -11,11 +11,19 @@ that records every run it starts:
   throttled  eda.builtin.webhook with throttle once_within, grouped by groupKey
 
 For each it prints the ingest rate (alerts accepted per second of sending),
-POST latency p50/p95, incidents emitted, playbook runs started, alerts lost
-(in POSTs never accepted; a 503 is retried after Retry-After, as Alertmanager
-would) and the daemon's peak RSS.
+POST latency p50/p95, 503 answers, alerts lost (in POSTs never accepted; a
+503 is retried after Retry-After, as Alertmanager would), playbook runs
+started and the daemon's peak RSS (and its process tree's RSS). For ours,
+what the user feels too: alerts correlated (not only answered), the time from
+the last POST until every accepted alert is correlated, and the incidents
+opened and resolved at the end, read from the saved state.
 
-  python bench/storm.py [--hosts 500] [--alerts-per-host 20] [--alerts-per-post 20]
+Shapes: `storm` (the default) sends the firing alerts; `burst` sends them,
+10% of them again (Alertmanager's re-sends), then all of them resolved, as fast
+as 16 connections go (about a second), so the resolved tail must close the
+incident.
+
+  python bench/storm.py [--shape storm|burst] [--hosts 500] [--alerts-per-host 20] [--alerts-per-post 20]
                         [--group-by alertname|host] [--concurrency 50] [--post-timeout 5]
                         [--settle 15] [--only selfheal,throttled,naive]
 """
@@ -24,12 +32,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +50,9 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "lab"))
 
-import labctl  # noqa: E402 (environment for ansible-rulebook, shared with the lab)
+from rulebook import Daemon  # noqa: E402 (a real ansible-rulebook on a rulebook of our own)
+
+sys.path.insert(0, str(REPO / ".build" / "collections"))
 
 NOOP = REPO / "bench" / "noop_remediation.yml"
 
@@ -60,21 +68,29 @@ class Result:
     timeouts: int = 0
     retries: int = 0
     incidents: int | None = None
+    resolved: int | None = None
+    correlated: int | None = None
+    correlated_after: float | None = None  # seconds from the last POST until all accepted are correlated
     runs: int = 0
     peak_rss_mb: float = 0.0
+    tree_rss_mb: float = 0.0
 
     def row(self) -> str:
         lat = sorted(self.latencies) or [0.0]
         p50 = statistics.median(lat) * 1000
         p95 = lat[min(len(lat) - 1, int(len(lat) * 0.95))] * 1000
         rate = self.accepted_alerts / self.send_seconds if self.send_seconds else 0.0
-        incidents = "-" if self.incidents is None else str(self.incidents)
-        return (f"{self.name:<10} {rate:>12.0f} {p50:>9.1f} {p95:>9.1f} {incidents:>9} {self.runs:>6} "
-                f"{self.lost_alerts:>6} {self.timeouts:>8} {self.peak_rss_mb:>8.0f}")
+
+        def opt(value: object, fmt: str = "") -> str:
+            return "-" if value is None else format(value, fmt)
+        return (f"{self.name:<10} {rate:>9.0f} {p50:>7.1f} {p95:>7.1f} {self.retries:>5} {self.lost_alerts:>6} "
+                f"{opt(self.correlated):>10} {opt(self.correlated_after, '.2f'):>8} {opt(self.incidents):>9} "
+                f"{opt(self.resolved):>8} {self.runs:>5} {self.peak_rss_mb:>7.0f} {self.tree_rss_mb:>8.0f}")
 
 
-HEADER = (f"{'daemon':<10} {'alerts/s':>12} {'p50 ms':>9} {'p95 ms':>9} {'incidents':>9} {'runs':>6} "
-          f"{'lost':>6} {'timeouts':>8} {'RSS MB':>8}")
+HEADER = (f"{'daemon':<10} {'alerts/s':>9} {'p50 ms':>7} {'p95 ms':>7} {'503s':>5} {'lost':>6} "
+          f"{'correlated':>10} {'after s':>8} {'incidents':>9} {'resolved':>8} {'runs':>5} {'RSS MB':>7} "
+          f"{'tree MB':>8}")
 
 
 def storm(hosts: int, per_host: int, per_post: int, group_by: str, seed: int = 7) -> list[dict[str, Any]]:
@@ -111,6 +127,16 @@ def storm(hosts: int, per_host: int, per_post: int, group_by: str, seed: int = 7
     return payloads
 
 
+def burst(payloads: list[dict[str, Any]], seed: int = 7) -> list[list[dict[str, Any]]]:
+    """The storm, 10% of it re-sent, then all of it resolved: three waves, each sent whole before the next."""
+    rnd = random.Random(seed)
+    resend = rnd.sample(payloads, max(1, len(payloads) // 10))
+    resolved = [{**p, "status": "resolved",
+                 "alerts": [{**a, "status": "resolved", "endsAt": "2026-11-23T10:05:00Z"} for a in p["alerts"]]}
+                for p in payloads]
+    return [payloads, resend, resolved]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -137,16 +163,6 @@ def _rulebook(kind: str, port: int, workdir: Path, runs_file: Path) -> Path:
     path.write_text(yaml.safe_dump([{"name": f"storm {kind}", "hosts": "all", "sources": [source],
                                      "rules": rules}], sort_keys=False))
     return path
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 async def _send(url: str, payloads: list[dict[str, Any]], concurrency: int, timeout: float,
@@ -202,51 +218,63 @@ def _settle_start(port: int) -> None:
         time.sleep(0.2)
 
 
-def run(kind: str, payloads: list[dict[str, Any]], args: argparse.Namespace) -> Result:
-    result = Result(kind, sent_alerts=sum(len(p["alerts"]) for p in payloads))
+def _saved_incidents(store_path: Path) -> tuple[int, int]:
+    """(incidents opened, incidents resolved) in our daemon's saved correlator state."""
+    from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import SavedState
+    from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+
+    store = Store(str(store_path))
+    try:
+        state = SavedState.read(store, "alertmanager.correlator") or {}
+    finally:
+        store.close()
+    announced = [i for i in state.get("incidents", []) if i.get("opened_at") and i["state"] != "suppressed"]
+    return len(announced), sum(1 for i in announced if i["state"] == "resolved")
+
+
+def run(kind: str, waves: list[list[dict[str, Any]]], args: argparse.Namespace) -> Result:
+    result = Result(kind, sent_alerts=sum(len(p["alerts"]) for wave in waves for p in wave))
     with tempfile.TemporaryDirectory(prefix=f"storm-{kind}-") as tmp:
         workdir = Path(tmp)
         runs_file = workdir / "runs.log"
         port = _free_port()
-        rulebook = _rulebook(kind, port, workdir, runs_file)
-        inventory = workdir / "inventory.yml"
-        inventory.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
-        env = {**os.environ, **labctl.daemon_env(labctl.load_config())}
-        log = open(workdir / "rulebook.log", "wb")  # noqa: SIM115 (handed to the daemon)
-        proc = subprocess.Popen([str(BIN / "ansible-rulebook"), "--rulebook", str(rulebook), "-i", str(inventory)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        daemon = Daemon(_rulebook(kind, port, workdir, runs_file), workdir, port)
         try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise SystemExit(f"storm: {kind} daemon exited:\n{(workdir / 'rulebook.log').read_text()[-3000:]}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.2)
+            daemon.start()
             _settle_start(port)
-            print(f"[storm] {kind}: sending {result.sent_alerts} alerts in {len(payloads)} POSTs", flush=True)
-            asyncio.run(_send(f"http://127.0.0.1:{port}/api/v1/alerts", payloads, args.concurrency,
-                              args.post_timeout, result))
-            time.sleep(args.settle)  # let correlation windows close and playbooks start
+            print(f"[storm] {kind}: sending {result.sent_alerts} alerts in {sum(len(w) for w in waves)} POSTs "
+                  f"({len(waves)} wave(s))", flush=True)
+            for wave in waves:
+                sent = Result(kind)
+                asyncio.run(_send(f"http://127.0.0.1:{port}/api/v1/alerts", wave, args.concurrency,
+                                  args.post_timeout, sent))
+                for name in ("accepted_alerts", "lost_alerts", "send_seconds", "timeouts", "retries"):
+                    setattr(result, name, getattr(result, name) + getattr(sent, name))
+                result.latencies += sent.latencies
+            last_post = time.monotonic()
+            if kind == "selfheal":  # correlated, not only answered: wait until the source has processed all
+                while time.monotonic() - last_post < args.settle + 60:
+                    status = daemon.status() or {}
+                    if status.get("processed", -1) >= status.get("accepted", 0) and not status.get("buffered"):
+                        result.correlated_after = time.monotonic() - last_post
+                        result.correlated = int(status["processed"])
+                        break
+                    time.sleep(0.05)
+            time.sleep(max(0.0, args.settle - (time.monotonic() - last_post)))
             result.runs = len(runs_file.read_text().splitlines()) if runs_file.exists() else 0
-            if kind == "selfheal":
-                result.incidents = result.runs  # one run per incident_opened: the only rule
-            result.peak_rss_mb = _peak_rss_mb(proc.pid)
+            result.peak_rss_mb, result.tree_rss_mb = daemon.peak_rss_mb()
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.close()
+            daemon.stop(signal.SIGTERM)
+        if kind == "selfheal":
+            result.incidents, result.resolved = _saved_incidents(workdir / "store.db")
+        else:
+            result.incidents = result.runs
     return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=("storm", "burst"), default="storm")
     parser.add_argument("--hosts", type=int, default=500)
     parser.add_argument("--alerts-per-host", type=int, default=20)
     parser.add_argument("--alerts-per-post", type=int, default=20)
@@ -263,15 +291,20 @@ def main() -> int:
     if min(args.hosts, args.alerts_per_host, args.alerts_per_post, args.concurrency) < 1:
         parser.error("--hosts, --alerts-per-host, --alerts-per-post and --concurrency must be at least 1")
     payloads = storm(args.hosts, args.alerts_per_host, args.alerts_per_post, args.group_by)
-    results = [run(kind, payloads, args) for kind in kinds]
+    waves = burst(payloads) if args.shape == "burst" else [payloads]
+    results = [run(kind, waves, args) for kind in kinds]
     print()
     groups = len({p["groupKey"] for p in payloads})
-    print(f"storm: {sum(len(p['alerts']) for p in payloads)} alerts from {args.hosts} hosts, one root cause "
+    print(f"{args.shape}: {sum(len(p['alerts']) for w in waves for p in w)} alert instances "
+          f"({sum(len(p['alerts']) for p in payloads)} alerts) from {args.hosts} hosts, one root cause "
           f"(PostgresDown), {groups} alert groups (by {args.group_by}), {len(payloads)} POSTs, "
           f"concurrency {args.concurrency}, POST timeout {args.post_timeout:.0f}s")
     print(HEADER)
     for res in results:
         print(res.row())
+    print("correlated: alerts the source processed; after s: from the last POST until all were; incidents and "
+          "resolved: at the end, from the saved state (ours) or playbook runs (stock); RSS MB: the daemon's peak, "
+          "tree MB: its process tree at the end")
     return 0
 
 

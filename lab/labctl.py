@@ -974,6 +974,10 @@ def daemon_env(cfg: Config) -> dict[str, str]:
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".build" / "collections"),
         "ANSIBLE_INVENTORY": str(cfg.path("inventory.yml")),
+        # The rule engine's JVM runs inside ansible-rulebook and would take SIGTERM for itself, ending
+        # the process at once: with -Xrs the signal reaches Python, which stops the sources cleanly
+        # (they checkpoint what they processed) before it exits.
+        "JAVA_TOOL_OPTIONS": "-Xrs",
     }
 
 

@@ -18,6 +18,10 @@ from typing import Any
 STATUSES = ("firing", "resolved")
 _MAX_LABELS = 256
 _MAX_TEXT = 4096
+_MAX_KEY = 256
+# How a value cut to _MAX_TEXT characters ends: what was cut is visible, and its length kept.
+TRUNCATED = " …[truncated by selfheal: {length} characters]"
+TRUNCATED_KEY = "selfheal_truncated"
 _HOST_PORT = re.compile(r"^\[?(?P<host>[^\[\]]+?)\]?(?::\d+)?$")
 
 
@@ -64,6 +68,12 @@ class Signal:
         data = asdict(self)
         data["episode"] = self.episode
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Signal:
+        """The Signal that to_dict() gave (as kept in a source's intake)."""
+        fields = {k: v for k, v in data.items() if k != "episode"}
+        return cls(**{**fields, "target": Target(**fields["target"])})
 
 
 def utc_iso(ts: float) -> str:
@@ -122,21 +132,35 @@ def get_path(data: Any, path: str, separator: str = ".") -> Any:
     return node
 
 
+def _text(value: str, limit: int = _MAX_TEXT) -> str:
+    """Any text as valid Unicode, at most `limit` characters: longer text is cut with a marker
+    that keeps its original length; unpaired surrogates (not text) become U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # a pair of surrogate halves (text that went through UTF-16) is joined again
+        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if len(value) <= limit:
+        return value
+    marker = TRUNCATED.format(length=len(value))
+    return value[: limit - len(marker)] + marker
+
+
 def _str_map(value: Any, what: str) -> dict[str, str]:
+    """Labels or annotations as strings. Values that are too long are truncated with a marker, never
+    refused; past _MAX_LABELS entries the rest is dropped and counted under TRUNCATED_KEY."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise SignalError(f"{what} must be an object of strings, got {type(value).__name__}")
-    if len(value) > _MAX_LABELS:
-        raise SignalError(f"{what} has {len(value)} entries; at most {_MAX_LABELS} are accepted")
-    out = {}
+    out: dict[str, str] = {}
     for key, val in value.items():
-        if not isinstance(key, str) or not isinstance(val, (str, int, float, bool)) or isinstance(val, bool):
+        if not isinstance(key, str) or not isinstance(val, (str, int, float)) or isinstance(val, bool):
             raise SignalError(f"{what} must map strings to strings; {str(key)[:64]!r} does not")
-        text = str(val)
-        if len(key) > _MAX_TEXT or len(text) > _MAX_TEXT:
-            raise SignalError(f"{what}[{key[:64]!r}] is longer than {_MAX_TEXT} characters")
-        out[key] = text
+        if len(out) == _MAX_LABELS:
+            out[TRUNCATED_KEY] = f"{len(value) - _MAX_LABELS} more entries dropped (of {len(value)})"
+            break
+        out[_text(key, _MAX_KEY)] = _text(str(val))
     return out
 
 
@@ -155,9 +179,7 @@ def from_alertmanager(alert: Any, received_at: float, host: str | None = None,
         raise SignalError(f"an alert must be an object, got {type(alert).__name__}")
     labels = _str_map(alert.get("labels"), "labels")
     annotations = _str_map(alert.get("annotations"), "annotations")
-    name = labels.get("alertname")
-    if not name:
-        raise SignalError("the alert has no 'alertname' label")
+    name = labels.get("alertname", "")  # stock EDA accepts alerts without one, and so do we
     status = alert.get("status", "firing")
     if status not in STATUSES:
         raise SignalError(f"status must be one of {', '.join(STATUSES)}, got {str(status)[:32]!r}")

@@ -36,3 +36,19 @@ def verify(secret: str, body: bytes, timestamp: str, signature: str, now: float,
     if not hmac.compare_digest(signature.encode(), sign(secret, body, int(timestamp)).encode()):
         return "missing or wrong HMAC signature"
     return None
+
+
+def verify_body(secret: str, body: bytes, signature: str, algo: str = "sha256", fmt: str = "hex") -> str | None:
+    """The ansible.eda webhook convention (GitHub-style): an HMAC of the body alone, in hex or base64,
+    optionally prefixed with the algorithm (``sha256=``). No timestamp, so no replay protection."""
+    import base64
+
+    mac = hmac.new(secret.encode(), body, algo).digest()
+    expected = mac.hex() if fmt == "hex" else base64.b64encode(mac).decode()
+    given = signature.strip()
+    prefix = f"{algo}="
+    if given.lower().startswith(prefix):
+        given = given[len(prefix):]
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return "missing or wrong HMAC signature"
+    return None

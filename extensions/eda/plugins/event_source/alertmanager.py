@@ -8,7 +8,6 @@ import http.client
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,8 +20,9 @@ except ImportError:
     sys.path.append(str(Path(__file__).absolute().parents[7]))
 
 from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import (
+    Inbound,
+    Pipeline,
     Refused,
-    SavedState,
     parse_args,
     run_by_hand,
     serve,
@@ -34,6 +34,7 @@ from ansible_collections.selfheal.core.plugins.module_utils.catalog import (
 )
 from ansible_collections.selfheal.core.plugins.module_utils.correlation import Correlator
 from ansible_collections.selfheal.core.plugins.module_utils.signals import (
+    Signal,
     SignalError,
     from_alertmanager,
     get_path,
@@ -57,13 +58,24 @@ description:
     C(incident_resolved) when every signal has resolved, and
     C(incident_suppressed) when a root cause claims an announced incident.
     Each carries C(kind), C(incident) and C(signal) (the root signal).
-  - The request is answered 202 as soon as the alerts are in a bounded buffer;
-    Alertmanager never waits for playbooks. When the buffer is full the
-    answer is 503 with Retry-After, so Alertmanager retries and nothing is
-    dropped silently.
-  - A malformed payload is refused whole with 400 and the reason, an oversize
-    body gets 413, bad credentials 401. Request headers and secrets are never
-    copied into events or logs.
+  - Accepted means kept. The request is answered 202 only once its alerts are
+    committed to the source's intake (an SQLite file beside O(state_path), or
+    O(intake_path)); Alertmanager never waits for playbooks, and not even a
+    killed daemon loses an alert it answered 202. A stop checkpoints and
+    returns at once; what was not yet processed is processed at the next start.
+  - More than O(buffer_size) alerts accepted and not yet processed (a sustained
+    overload, not a burst), or an intake that cannot be written, is answered
+    503 with Retry-After, so Alertmanager retries and nothing is dropped.
+  - A body that is not JSON (C(Content-Type) must be C(application/json),
+    or 415), not standard JSON (NaN, Infinity), or not of Alertmanager's
+    shape is refused whole with 400 and the reason; an oversize body gets 413,
+    bad credentials 401. Nothing refused reaches the rulebook.
+  - Odd but valid alerts are accepted - label and annotation values longer
+    than 4096 characters are truncated with a marker that keeps their length,
+    an alert without C(alertname) is emitted (correlated, it is unclassified),
+    any Unicode text is kept.
+  - Events carry C(meta.headers), the request's harmless headers (an
+    allow-list; never C(Authorization), cookies, signatures or tokens).
 options:
   host:
     description:
@@ -79,6 +91,8 @@ options:
     description:
       - Bearer token the sender must present in its C(Authorization) header,
         at least 16 characters; compared in constant time.
+      - With no O(token), O(hmac_secret) or O(cafile), the source listens on loopback only, and refuses
+        to start on any other O(host).
       - In Alertmanager, C(http_config.authorization.credentials) of the webhook receiver.
     type: str
   hmac_secret:
@@ -87,18 +101,36 @@ options:
         O(hmac_timestamp_header) (Unix time) and O(hmac_header) (C(sha256=) and the hex HMAC of the
         timestamp, a dot and the body).
     type: str
-  hmac_header:
-    description: Header that carries the signature.
+  hmac_scheme:
+    description:
+      - V(selfheal) - the signature covers a timestamp, a dot and the body, so a captured request
+        cannot be replayed (O(hmac_timestamp_header), O(hmac_max_age)).
+      - V(eda) - the convention of C(ansible.eda.webhook) (GitHub style) - an HMAC of the body alone in
+        O(hmac_header), hex or base64 (O(hmac_format)), optionally prefixed with C(sha256=). No replay
+        protection.
     type: str
-    default: X-Selfheal-Signature
+    default: selfheal
+  hmac_header:
+    description:
+      - Header that carries the signature. Defaults to C(X-Selfheal-Signature) for the V(selfheal) scheme
+        and C(X-Hub-Signature-256) for V(eda).
+    type: str
   hmac_timestamp_header:
-    description: Header that carries the signed Unix time.
+    description: Header that carries the signed Unix time (V(selfheal) scheme).
     type: str
     default: X-Selfheal-Timestamp
   hmac_max_age:
-    description: Seconds a signed request stays valid, against replays.
+    description: Seconds a signed request stays valid, against replays (V(selfheal) scheme).
     type: int
     default: 300
+  hmac_algo:
+    description: Hash of the V(eda) scheme's HMAC.
+    type: str
+    default: sha256
+  hmac_format:
+    description: Encoding of the V(eda) scheme's signature, V(hex) or V(base64).
+    type: str
+    default: hex
   certfile:
     description: PEM certificate (chain) of the server; enables HTTPS.
     type: str
@@ -137,10 +169,17 @@ options:
     default: 1048576
   buffer_size:
     description:
-      - Alerts held between the HTTP server and the rulebook. When a payload does not fit,
-        the request gets 503 with Retry-After.
+      - Alerts accepted and not yet processed, past which a request gets 503 with Retry-After
+        (a sustained overload).
     type: int
-    default: 10000
+    default: 100000
+  intake_path:
+    description:
+      - SQLite file of the intake, where accepted alerts are kept until they are processed and
+        checkpointed. Defaults to a file beside O(state_path)
+        (C(<state_path without extension>.alertmanager-intake.db)).
+      - Without either, the intake is in memory and a restart loses what was not yet handed on (a warning says so).
+    type: str
   correlate:
     description:
       - Emit incidents instead of one event per alert. Needs O(catalog).
@@ -168,8 +207,9 @@ options:
     default: 10.0
   state_path:
     description:
-      - SQLite store where the correlator keeps its incidents, so that they
-        survive a restart of the daemon. Without it, a restart forgets them.
+      - SQLite store where the correlator keeps its incidents, the intake offset it has consumed and
+        the events not yet handed to the rulebook, so that they survive a restart of the daemon.
+        Without it, a restart forgets them.
     type: str
   alertmanager_url:
     description:
@@ -214,12 +254,10 @@ _ARGS: dict[str, tuple[type, Any, bool]] = {
     "topology": (str, None, False),
     "group_wait": (float, 3.0, False),
     "update_interval": (float, 10.0, False),
-    "state_path": (str, None, False),
     "alertmanager_url": (str, None, False),
 }
 _MAX_ALERTS = 10000
 _STATE_NAME = "alertmanager.correlator"
-_SAVE_EVERY = 1.0
 
 
 def _alerts(payload: Any, settings: dict[str, Any]) -> list[Any]:
@@ -237,12 +275,13 @@ def _alerts(payload: Any, settings: dict[str, Any]) -> list[Any]:
     return alerts
 
 
-def _events(payload: Any, endpoint: str, settings: dict[str, Any], received_at: float) -> list[dict[str, Any]]:
+def _events(payload: Any, request: Inbound, settings: dict[str, Any]) -> list[dict[str, Any]]:
     """One payload to the stock-compatible events (original payload, then one per alert); Refused if bad."""
     alerts = _alerts(payload, settings)
+    meta = {"endpoint": request.endpoint, "headers": request.headers}
     events: list[dict[str, Any]] = []
     if not settings["skip_original_data"] and not settings["correlate"]:
-        events.append({"payload": payload, "meta": {"endpoint": endpoint}})
+        events.append({"payload": payload, "meta": meta})
     for index, alert in enumerate(alerts):
         hosts: list[str] = []
         if settings["data_host_path"] and isinstance(alert, dict):
@@ -253,23 +292,21 @@ def _events(payload: Any, endpoint: str, settings: dict[str, Any], received_at: 
             if isinstance(found, str) and found:
                 hosts.append(strip_port(found))
         try:
-            signal = from_alertmanager(alert, received_at, hosts[0] if hosts else None)
+            signal = from_alertmanager(alert, request.received_at, hosts[0] if hosts else None)
         except SignalError as exc:
             raise Refused(400, f"alert {index}: {exc}") from None
-        events.append({"alert": alert, "signal": signal, "meta": {"endpoint": endpoint, "hosts": hosts}})
+        # the alert as normalized (long values truncated): what the rulebook and the record see
+        alert = {**alert, "labels": signal.labels, "annotations": signal.annotations}
+        events.append({"alert": alert, "signal": signal.to_dict(), "meta": {**meta, "hosts": hosts}})
     return events
 
 
-class _Pipeline:
+class _Pipeline(Pipeline):
     """What happens to an accepted alert: passed on as is, or correlated."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
         self.correlator: Correlator | None = None
-        self.state = SavedState(PLUGIN, None, _STATE_NAME)
-        self.saved_at = 0.0
-        self.dirty = False
-        self.pending: list[dict[str, Any]] = []  # events due at the first tick
         if not settings["correlate"]:
             return
         if not settings["catalog"]:
@@ -283,52 +320,41 @@ class _Pipeline:
             raise ValueError(f"{PLUGIN}: arguments group_wait and update_interval must be >= 0")
         self.correlator = Correlator(catalog, topology, group_wait=settings["group_wait"],
                                      update_interval=settings["update_interval"])
-        self.state = SavedState(PLUGIN, settings["state_path"], _STATE_NAME)
-        if self.state.restore(self.correlator.load_state):
-            logger.info("%s: restored %d incidents from %s", PLUGIN, len(self.correlator.incidents),
-                        settings["state_path"])
-            if settings["alertmanager_url"]:
-                self._reconcile(settings["alertmanager_url"])
+        self.state_name = _STATE_NAME
 
-    def _reconcile(self, url: str) -> None:
-        """Resolve restored incidents whose alerts Alertmanager no longer has active."""
+    def load_state(self, state: dict[str, Any]) -> None:
         assert self.correlator is not None
+        self.correlator.load_state(state)
+        logger.info("%s: restored %d incidents from %s", PLUGIN, len(self.correlator.incidents),
+                    self.settings["state_path"])
+
+    def to_state(self) -> dict[str, Any]:
+        return self.correlator.to_state() if self.correlator is not None else {}
+
+    def restored(self, now: float) -> list[dict[str, Any]]:
+        """Resolve restored incidents whose alerts Alertmanager no longer has active."""
+        url = self.settings["alertmanager_url"]
+        if self.correlator is None or not url or not self.correlator.incidents:
+            return []
         active = _active_fingerprints(url)
         if active is None:
-            return
-        self.pending = self.correlator.reconcile(active, time.time())
-        self.dirty = True
-        logger.info("%s: %d restored incidents resolved while the daemon was down (checked with %s)", PLUGIN,
-                    len(self.pending), f"{urlsplit(url).hostname}:{urlsplit(url).port}")
-
-    def parse(self, payload: Any, endpoint: str, received_at: float) -> list[Any]:
-        return _events(payload, endpoint, self.settings, received_at)
-
-    def process(self, item: dict[str, Any], now: float) -> list[dict[str, Any]]:
-        signal = item.get("signal")
-        if self.correlator is None:
-            if signal is not None:
-                item = {**item, "signal": signal.to_dict()}
-            return [item]
-        self.dirty = True
-        return self.correlator.ingest(signal, now) if signal is not None else []
-
-    def tick(self, now: float) -> list[dict[str, Any]]:
-        if self.correlator is None:
             return []
-        events, self.pending = self.pending + self.correlator.tick(now), []
-        if events:
-            self.dirty = True
-        if self.dirty and now - self.saved_at >= _SAVE_EVERY:
-            self.save()
+        events = self.correlator.reconcile(active, now)
+        logger.info("%s: %d restored incidents resolved while the daemon was down (checked with %s)", PLUGIN,
+                    len(events), f"{urlsplit(url).hostname}:{urlsplit(url).port}")
         return events
 
-    def save(self) -> None:
-        if self.correlator is None or not self.dirty:
-            return
-        if self.state.save(self.correlator.to_state()):
-            self.dirty = False
-            self.saved_at = time.time()
+    def parse(self, payload: Any, request: Inbound) -> list[Any]:
+        return _events(payload, request, self.settings)
+
+    def process(self, item: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        if self.correlator is None:
+            return [item]
+        signal = item.get("signal")
+        return self.correlator.ingest(Signal.from_dict(signal), now) if signal is not None else []
+
+    def tick(self, now: float) -> list[dict[str, Any]]:
+        return self.correlator.tick(now) if self.correlator is not None else []
 
 
 def _active_fingerprints(url: str, timeout: float = 5.0) -> set[str] | None:
@@ -357,17 +383,11 @@ def _active_fingerprints(url: str, timeout: float = 5.0) -> set[str] | None:
 
 
 async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
-    """Serve the webhook until cancelled."""
+    """Serve the webhook until cancelled; then return, as the stock source does."""
     settings = parse_args(PLUGIN, args, _ARGS)
     if not settings["data_path_separator"]:
         raise ValueError(f"{PLUGIN}: argument data_path_separator must not be empty")
-    pipeline = _Pipeline(settings)
-    try:
-        # serve() calls on_idle when idle and once more when it stops: the last save
-        await serve(PLUGIN, queue, settings, pipeline.parse, pipeline.process, pipeline.tick,
-                    on_idle=pipeline.save)
-    finally:
-        pipeline.state.close()
+    await serve(PLUGIN, queue, settings, _Pipeline(settings))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ except ImportError:
     sys.path.append(str(Path(__file__).absolute().parents[7]))
 
 from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import (
+    Inbound,
+    Pipeline,
     Refused,
-    SavedState,
     parse_args,
     run_by_hand,
     serve,
@@ -37,10 +38,13 @@ description:
   - An ansible-rulebook event source with the security of
     C(selfheal.core.alertmanager) (loopback by default, bearer token, HMAC
     signatures with a timestamp against replays, TLS and mutual TLS, body
-    size limit, bounded buffer with 503 and Retry-After, 400 with the reason
-    for malformed input, 401 for bad credentials, no headers or secrets in
-    events or logs).
-  - A JSON object posted to any path becomes one event with C(payload) and C(meta.endpoint).
+    size limit, a durable intake answered 202 only once kept, 503 and Retry-After
+    for a sustained overload, 400 with the reason for malformed input or
+    non-standard JSON, 415 for a body sent as something else than JSON, 401
+    for bad credentials, no credentials in events or logs).
+  - A JSON object posted to any path becomes one event with C(payload), C(meta.endpoint) and
+    C(meta.headers) (the harmless headers only). A body without a content type is taken when it is JSON,
+    for generic senders. O(hmac_scheme=eda) takes the signatures of C(ansible.eda.webhook).
   - A proposal posted to O(proposal_path) waits for a human. It must be
     HMAC-signed and have C(incident_id) and C(targets); optionally
     C(incident_type), C(summary), C(reasons), C(evidence), C(context) (what the
@@ -71,6 +75,8 @@ options:
     description:
       - Bearer token the sender must present in its C(Authorization) header,
         at least 16 characters; compared in constant time.
+      - With no O(token), O(hmac_secret) or O(cafile), the source listens on loopback only, and refuses
+        to start on any other O(host).
     type: str
   hmac_secret:
     description:
@@ -78,18 +84,36 @@ options:
         O(hmac_timestamp_header) (Unix time) and O(hmac_header) (C(sha256=) and the hex HMAC of the
         timestamp, a dot and the body). Required for approvals.
     type: str
-  hmac_header:
-    description: Header that carries the signature.
+  hmac_scheme:
+    description:
+      - V(selfheal) - the signature covers a timestamp, a dot and the body, so a captured request
+        cannot be replayed (O(hmac_timestamp_header), O(hmac_max_age)).
+      - V(eda) - the convention of C(ansible.eda.webhook) (GitHub style) - an HMAC of the body alone in
+        O(hmac_header), hex or base64 (O(hmac_format)), optionally prefixed with C(sha256=). No replay
+        protection.
     type: str
-    default: X-Selfheal-Signature
+    default: selfheal
+  hmac_header:
+    description:
+      - Header that carries the signature. Defaults to C(X-Selfheal-Signature) for the V(selfheal) scheme
+        and C(X-Hub-Signature-256) for V(eda).
+    type: str
   hmac_timestamp_header:
-    description: Header that carries the signed Unix time.
+    description: Header that carries the signed Unix time (V(selfheal) scheme).
     type: str
     default: X-Selfheal-Timestamp
   hmac_max_age:
-    description: Seconds a signed request stays valid, against replays.
+    description: Seconds a signed request stays valid, against replays (V(selfheal) scheme).
     type: int
     default: 300
+  hmac_algo:
+    description: Hash of the V(eda) scheme's HMAC.
+    type: str
+    default: sha256
+  hmac_format:
+    description: Encoding of the V(eda) scheme's signature, V(hex) or V(base64).
+    type: str
+    default: hex
   certfile:
     description: PEM certificate (chain) of the server; enables HTTPS.
     type: str
@@ -104,9 +128,16 @@ options:
     type: int
     default: 1048576
   buffer_size:
-    description: Events held between the HTTP server and the rulebook; when full, 503 with Retry-After.
+    description:
+      - Events accepted and not yet processed, past which a request gets 503 with Retry-After.
     type: int
-    default: 10000
+    default: 100000
+  intake_path:
+    description:
+      - SQLite file of the intake, where accepted requests are kept until they are processed and
+        checkpointed. Defaults to a file beside O(state_path) (C(<state_path without extension>.webhook-intake.db)).
+      - Without either, the intake is in memory and a restart loses what was not yet handed on.
+    type: str
   approval_path:
     description: Path (without the leading slash) that receives approvals and rejections.
     type: str
@@ -164,14 +195,16 @@ _ARGS: dict[str, tuple[type, Any, bool]] = {
     "proposal_path": (str, "proposals", False),
     "approval_timeout": (float, 900.0, False),
     "max_pending": (int, 1000, False),
-    "state_path": (str, None, False),
     "proposal_secret": (str, None, True),
 }
 _STATE_NAME = "selfheal.core.webhook/approvals"
 
 
-class _Pairing:
+class _Pairing(Pipeline):
     """Proposals and approvals: validated at the door (so the sender hears why), paired in order."""
+
+    state_name = _STATE_NAME
+    json_content_type_required = False  # generic senders: a JSON body without a content type is taken
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
@@ -181,9 +214,13 @@ class _Pairing:
         if settings["approval_timeout"] <= 0 or settings["max_pending"] < 1:
             raise ValueError(f"{PLUGIN}: arguments approval_timeout and max_pending must be positive")
         self.approvals = Approvals(settings["max_pending"])
-        self.state = SavedState(PLUGIN, settings["state_path"], _STATE_NAME)
-        if self.state.restore(self.approvals.load_state):
-            logger.info("%s: %d proposals still wait for a decision", PLUGIN, len(self.approvals.pending))
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.approvals.load_state(state)
+        logger.info("%s: %d proposals still wait for a decision", PLUGIN, len(self.approvals.pending))
+
+    def to_state(self) -> dict[str, Any]:
+        return self.approvals.to_state()
 
     def secret_for(self, endpoint: str) -> str:
         """Which secret must have signed a request to `endpoint`: proposals may have their own."""
@@ -191,14 +228,14 @@ class _Pairing:
             return "proposal_secret"
         return "hmac_secret"
 
-    def parse(self, payload: Any, endpoint: str, received_at: float) -> list[Any]:
-        meta = {"endpoint": endpoint, "received_at": received_at}
-        which = self.paths.get(endpoint.strip("/"))
+    def parse(self, payload: Any, request: Inbound) -> list[Any]:
+        meta = {"endpoint": request.endpoint, "received_at": request.received_at, "headers": request.headers}
+        which = self.paths.get(request.endpoint.strip("/"))
         if which is None:
             if not isinstance(payload, dict):
                 raise Refused(400, f"payload must be a JSON object, got {type(payload).__name__}")
             return [{"payload": payload, "meta": meta}]
-        if self.settings[self.secret_for(endpoint)] is None:
+        if self.settings[self.secret_for(request.endpoint)] is None:
             raise Refused(403, "proposals and approvals need a signed request: set hmac_secret on this source")
         try:
             if which == "proposal_path":
@@ -206,7 +243,7 @@ class _Pairing:
                 self.approvals.check_proposal(proposal)
                 return [{"proposal": proposal, "meta": meta}]
             approval = parse_approval(payload)
-            self.approvals.check_approval(approval, received_at)
+            self.approvals.check_approval(approval, request.received_at)
             return [{"approval": approval, "meta": meta}]
         except ApprovalError as exc:
             raise Refused(exc.status, exc.reason) from None
@@ -222,28 +259,17 @@ class _Pairing:
         except ApprovalError as exc:  # a second answer that was accepted while the first one was buffered
             logger.warning("%s: %s", PLUGIN, exc.reason)
             return []
-        self.save()
         return [{**event, "meta": item["meta"]} for event in events]
 
     def tick(self, now: float) -> list[dict[str, Any]]:
         events = self.approvals.tick(now)
-        if events:
-            self.save()
-        return [{**event, "meta": {"endpoint": "", "received_at": now}} for event in events]
-
-    def save(self) -> None:
-        self.state.save(self.approvals.to_state())
+        return [{**event, "meta": {"endpoint": "", "received_at": now, "headers": {}}} for event in events]
 
 
 async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
-    """Serve until cancelled."""
+    """Serve until cancelled; then return, as the stock source does."""
     settings = parse_args(PLUGIN, args, _ARGS)
-    pairing = _Pairing(settings)
-    try:
-        await serve(PLUGIN, queue, settings, pairing.parse, pairing.process, pairing.tick,
-                    secret_for=pairing.secret_for)
-    finally:
-        pairing.state.close()
+    await serve(PLUGIN, queue, settings, _Pairing(settings))
 
 
 if __name__ == "__main__":

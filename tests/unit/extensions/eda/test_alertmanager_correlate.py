@@ -86,3 +86,64 @@ def test_a_broken_catalog_stops_the_source_with_file_path_and_key(tmp_path: Path
     bad.write_text(yaml.safe_dump({"incident_types": [{"name": "x", "match": [{"labels": {"alertname": 5}}]}]}))
     with pytest.raises(ValueError, match=r"bad\.yml: incident_types\[0\]\.match\[0\]\.labels\.alertname: must be"):
         asyncio.run(alertmanager.main(asyncio.Queue(), {**policy, "catalog": str(bad), "port": 1}))
+
+
+def test_one_long_annotation_refuses_nothing_and_all_50_alerts_correlate(policy: dict[str, Any]) -> None:
+    trace = "Traceback (most recent call last): ...\n" * 520  # about 20 KB
+    root = {**alert("PostgresDown", "db1", "postgres"), "annotations": {"trace": trace}}
+    alerts = [alert("ApiErrors", f"h{i}", "api") for i in range(49)] + [root]
+
+    async def body(post: Client, queue: asyncio.Queue[Any]) -> None:
+        assert (await post({"alerts": alerts})).status == 202
+        [opened] = await drain(queue, 1)
+        assert opened["incident"]["type"] == "database_down"
+        later = await _quiet(queue, 0.8)
+        counts = [e["incident"]["signal_count"] for e in [opened, *later]]
+        assert max(counts) == 50, counts
+        kept = opened["signal"]["annotations"]["trace"]
+        assert len(kept) == 4096 and kept.endswith(f"[truncated by selfheal: {len(trace)} characters]")
+
+    serve(alertmanager.main, policy, body)
+
+
+def test_what_was_accepted_is_kept_across_a_stop_while_the_rulebook_does_not_read(policy: dict[str, Any]) -> None:
+    storm = [alert("ApiErrors", f"h{i}", "api") for i in range(300)] + [alert("PostgresDown", "db1", "postgres")]
+
+    async def first(post: Client, queue: asyncio.Queue[Any]) -> None:
+        for start in range(0, len(storm), 50):
+            assert (await post({"alerts": storm[start:start + 50]})).status == 202
+        await asyncio.sleep(0.3)  # the rulebook never reads: the incident waits in the outbox
+
+    async def second(post: Client, queue: asyncio.Queue[Any]) -> None:
+        [opened] = await drain(queue, 1)
+        assert opened["kind"] == "incident_opened" and opened["incident"]["type"] == "database_down"
+        for start in range(0, len(storm), 50):  # every signal was kept: the resolved tail closes it
+            resolved = [{**a, "status": "resolved"} for a in storm[start:start + 50]]
+            assert (await post({"alerts": resolved})).status == 202
+        events = [await asyncio.wait_for(queue.get(), 5)]
+        events += await _quiet(queue, 1.0)
+        assert events[-1]["kind"] == "incident_resolved", [e["kind"] for e in events]
+        assert events[-1]["incident"]["signal_count"] == len(storm)
+
+    serve(alertmanager.main, policy, first, queue_size=1)
+    serve(alertmanager.main, policy, second)
+
+
+def test_alerts_left_in_the_intake_by_a_crash_are_correlated_at_start(policy: dict[str, Any]) -> None:
+    # A daemon killed after answering 202 and before correlating leaves its alerts in the intake only.
+    from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import Intake, intake_path
+    from ansible_collections.selfheal.core.plugins.module_utils.signals import from_alertmanager
+
+    path = intake_path({"intake_path": None, "state_path": policy["state_path"]}, alertmanager.PLUGIN)
+    intake = Intake(path)
+    for host in ("h1", "h2"):
+        signal = from_alertmanager(alert("ServiceDown", host, "demo"), 1.0)
+        intake.append([{"alert": {}, "signal": signal.to_dict(), "meta": {}}], 1.0)
+    intake.close()
+
+    async def body(post: Client, queue: asyncio.Queue[Any]) -> None:
+        opened = await drain(queue, 2)
+        assert sorted(e["incident"]["root"]["host"] for e in opened) == ["h1", "h2"]
+
+    serve(alertmanager.main, policy, body)
+    assert Intake(path).rows == 0, "what the saved state holds is deleted from the intake"

@@ -278,9 +278,52 @@ _alertish = st.fixed_dictionaries({"alerts": st.lists(st.fixed_dictionaries(
                       st.binary(max_size=300)))
 def test_fuzzed_payloads_get_4xx_or_202_and_never_stop_the_source(fuzz_target: ThreadedSource, body: bytes) -> None:
     resp = requests.post(f"{fuzz_target.url}/api/v1/alerts", data=body, timeout=10,
-                         headers={"Authorization": f"Bearer {TOKEN}"})
+                         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
     assert resp.status_code == 202 or 400 <= resp.status_code < 500, (resp.status_code, resp.text)
     assert fuzz_target.alive()
+    events = fuzz_target.events(timeout=0.05)
+    if resp.status_code != 202:  # nothing refused reaches the rulebook
+        assert events == [], events
+    else:
+        accepted = resp.json()["accepted"]
+        events += fuzz_target.events(timeout=0.5) if len(events) < accepted else []
+        assert len(events) == accepted
+
+
+# Valid Alertmanager notifications, as odd as real ones get: any Unicode (emoji too), long
+# annotations (stack traces), no alertname, resolved tails, repeated fingerprints.
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+_valid_alert = st.fixed_dictionaries(
+    {"status": st.sampled_from(["firing", "resolved"]),
+     "labels": st.dictionaries(st.sampled_from(["alertname", "host", "service", "severity", "job"]) | _text,
+                               _text, max_size=8),
+     "annotations": st.dictionaries(_text, _text | st.text(min_size=4097, max_size=6000), max_size=3),
+     "startsAt": st.sampled_from(["2026-11-23T15:40:14.036123456Z", "0001-01-01T00:00:00Z"]),
+     "endsAt": st.just("0001-01-01T00:00:00Z"),
+     "fingerprint": st.text("0123456789abcdef", min_size=16, max_size=16)})
+_notification = st.fixed_dictionaries({"version": st.just("4"), "status": st.sampled_from(["firing", "resolved"]),
+                                       "receiver": _text, "groupKey": _text,
+                                       "alerts": st.lists(_valid_alert, min_size=1, max_size=6)})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(notification=_notification)
+def test_no_valid_alertmanager_notification_is_refused(fuzz_target: ThreadedSource,
+                                                       notification: dict[str, Any]) -> None:
+    fuzz_target.events(timeout=0.01)  # start empty
+    resp = requests.post(f"{fuzz_target.url}/api/v1/alerts", json=notification, timeout=10,
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+    assert resp.status_code == 202, resp.text
+    wanted = 1 + len(notification["alerts"])  # the original payload, then each alert
+    events: list[Any] = []
+    for _attempt in range(20):
+        events += fuzz_target.events(timeout=0.1)
+        if len(events) >= wanted:
+            break
+    assert len(events) == wanted
+    for alert, event in zip(notification["alerts"], events[1:], strict=True):
+        assert event["signal"]["fingerprint"] == alert["fingerprint"]
+        assert event["signal"]["status"] == alert["status"]
 
 
 _HEADER_NAMES = st.sampled_from(["Authorization", "X-Selfheal-Signature", "X-Selfheal-Timestamp", "Content-Type"])
@@ -304,7 +347,8 @@ def test_no_secret_reaches_events_or_logs(caplog: pytest.LogCaptureFixture, tmp_
             for headers in ({"Authorization": f"Bearer {TOKEN}", **signed(raw)},
                             {"Authorization": "Bearer guessed-token-000000000"},
                             {"Authorization": f"Bearer {TOKEN}", **signed(raw, secret="x" * 20)}):
-                requests.post(f"{src.url}/api/v1/alerts", data=raw, headers=headers, timeout=5)
+                requests.post(f"{src.url}/api/v1/alerts", data=raw, timeout=5,
+                              headers={**headers, "Content-Type": "application/json"})
             events = src.events()
         finally:
             src.close()
