@@ -76,6 +76,8 @@ class Burn:
 
     fast: float
     slow: float
+    # why a pair of windows is not counted (Prometheus holds too little history to fill it): pair -> why
+    unmeasured: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,8 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
         reasons.append(f"{target}: {why}")
 
     if facts.burn is not None:
+        for pair, why in facts.burn.unmeasured.items():
+            reasons.append(f"{pair} error-budget burn not counted: {why}")
         if facts.burn.fast >= policy.burn_fast:
             reasons.append(f"error budget burning fast ({facts.burn.fast:.1f}x >= {policy.burn_fast}x): act at once")
         elif facts.burn.slow >= policy.burn_slow:

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 PLACEHOLDER = "{window}"
 DURATION = re.compile(r"^(?P<count>[0-9]+)(?P<unit>ms|s|m|h|d|w|y)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_MIN_COVERAGE = 0.5
 _SNIPPET = 200
 
 
@@ -121,6 +123,28 @@ def burn_from_ratios(spec: SloSpec,
     return burn, details
 
 
+def seconds(window: str) -> float:
+    """A Prometheus duration in seconds."""
+    match = DURATION.fullmatch(_check_duration(window))
+    assert match is not None
+    return int(match["count"]) * _UNIT_SECONDS[match["unit"]]
+
+
+def discount_short_history(spec: SloSpec, burn: Burn, history: float) -> Burn:
+    """A window that Prometheus has filled for less than half its length measures a moment, not a
+    trend (a Prometheus started minutes ago sees a short outage as most of its 6h window): a pair with
+    such a window is not counted (burn 0), and Burn.unmeasured says why."""
+    unmeasured: dict[str, str] = {}
+    fast, slow = burn.fast, burn.slow
+    for pair, windows in (("fast", spec.fast_windows), ("slow", spec.slow_windows)):
+        short = [w for w in windows if history < _MIN_COVERAGE * seconds(w)]
+        if short:
+            unmeasured[pair] = (f"Prometheus holds {history / 60:.0f} min of history, less than half of "
+                                f"{', '.join(short)}")
+            fast, slow = (0.0, slow) if pair == "fast" else (fast, 0.0)
+    return Burn(fast=fast, slow=slow, unmeasured=unmeasured)
+
+
 def query_burn(prometheus_url: str, spec: SloSpec, timeout: float = 5.0,
                now: float | None = None) -> tuple[Burn, dict[str, dict[str, float]]]:
     """Query Prometheus at `prometheus_url` (its base URL) for each window of `spec`; see burn_from_ratios.
@@ -133,13 +157,30 @@ def query_burn(prometheus_url: str, spec: SloSpec, timeout: float = 5.0,
     if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now)):
         raise SloError(f"now must be a Unix time in seconds or None; got {now!r}")
     ratios = {}
+    at = {} if now is None else {"time": f"{now:.3f}"}
     for window in spec.windows:
         query = spec.query(window)
-        params = {"query": query} if now is None else {"query": query, "time": f"{now:.3f}"}
-        status, body = _post(endpoint, where, params, timeout)
+        status, body = _post(endpoint, where, {"query": query, **at}, timeout)
         ratios[window] = _worst_ratio(status, body, where, window, query)
         logger.debug("window %s: error ratio %s from %s", window, ratios[window], where)
-    return burn_from_ratios(spec, ratios)
+    burn, details = burn_from_ratios(spec, ratios)
+    longest = max(spec.windows, key=seconds)
+    return discount_short_history(spec, burn, history(prometheus_url, longest, timeout, now)), details
+
+
+def history(prometheus_url: str, window: str, timeout: float = 5.0, now: float | None = None) -> float:
+    """Seconds of the last `window` for which Prometheus holds data: how far back its oldest scrape
+    within the window is (the whole window for a Prometheus that has run longer)."""
+    endpoint, where = _endpoint(prometheus_url)
+    step = max(1, int(seconds(window) / 360))  # a few hundred points, whatever the window
+    query = f"time() - min(min_over_time(timestamp(up)[{_check_duration(window)}:{step}s]))"
+    params = {"query": query} if now is None else {"query": query, "time": f"{now:.3f}"}
+    status, body = _post(endpoint, where, params, timeout)
+    samples = _samples(status, body, where, "the history", query)
+    try:
+        return float(samples[0][1][1]) if samples else 0.0
+    except (TypeError, ValueError, IndexError):
+        raise SloError(f"Prometheus at {where} answered the history query with {samples[0]!r}: {query}") from None
 
 
 def _endpoint(url: Any) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import wait_for
 
-from ansible_collections.selfheal.core.plugins.module_utils.slo import instant_query
+from ansible_collections.selfheal.core.plugins.module_utils.slo import history, instant_query
 from ansible_collections.selfheal.core.plugins.module_utils.store import Store
 
 ANSIBLE = str(Path(sys.executable).parent / "ansible")
@@ -165,6 +165,8 @@ def prometheus(lab: Any) -> str:
     """The lab's Prometheus, once it has scraped the demo services (a fresh one has no samples yet)."""
     url = str(lab.vars["selfheal_prometheus_url"])
     wait_for("Prometheus to scrape the demo services", lambda: instant_query(url, 'up{job="demo"}'), 60)
+    # a window counts only once Prometheus holds half of it: half of the longest window below (2m)
+    wait_for("Prometheus to hold 65 s of history", lambda: history(url, "2m") >= 65, 180, 2)
     return url
 
 

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from conftest import Lab, wait_for
 
-from ansible_collections.selfheal.core.plugins.module_utils.slo import SloError, SloSpec, query_burn
+from ansible_collections.selfheal.core.plugins.module_utils.slo import SloError, SloSpec, history, query_burn
 
 UP_RATIO = '1 - avg_over_time(up{job="demo"}[{window}])'
 
@@ -26,6 +26,18 @@ def _spec(query: str, objective: float = 0.999) -> SloSpec:
 
 def _prometheus(lab: Lab) -> str:
     return str(lab.vars["selfheal_prometheus_url"])
+
+
+@pytest.fixture(autouse=True)
+def _filled_windows(lab: Lab) -> None:
+    """A window counts only once Prometheus holds half of it: wait until it holds half of the longest (3m)."""
+    wait_for("Prometheus to hold 100 s of history", lambda: history(_prometheus(lab), "3m") >= 100, 240, 2)
+
+
+def test_a_young_prometheus_holds_the_history_it_has_run(lab: Lab) -> None:
+    held = history(_prometheus(lab), "3m")
+    assert 100 <= held <= 181, held
+    assert history(_prometheus(lab), "3m", now=time.time() - 24 * 3600) == 0.0, "nothing a day before it started"
 
 
 def _instant(lab: Lab, promql: str, at: float) -> list[float]:

@@ -198,6 +198,7 @@ class Reply:
     content_type: str = "application/json"
     delay: float = 0.0
     hang_up: bool = False
+    history: float = 86400.0  # the answer to query_burn's history query: a day of data
 
 
 @pytest.fixture
@@ -207,7 +208,16 @@ def canned() -> Iterator[tuple[str, Reply]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            form = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            if "timestamp%28up%29" in form:  # how much history Prometheus holds
+                body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+                    {"metric": {}, "value": [0, str(reply.history)]}]}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             time.sleep(reply.delay)
             if reply.hang_up:
                 self.close_connection = True
@@ -311,3 +321,14 @@ def test_a_slow_answer_fails_within_the_timeout(canned: tuple[str, Reply]) -> No
                                        r"within 0.3s"):
         query_burn(url, SloSpec(0.999, QUERY), timeout=0.3)
     assert time.monotonic() - started < 2.0
+
+
+def test_windows_prometheus_has_not_filled_are_not_counted(canned: tuple[str, Reply]) -> None:
+    url, reply = canned
+    reply.body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {}, "value": [0, "0.5"]}]}}).encode()
+    reply.history = 40 * 60.0  # a Prometheus started 40 minutes ago: a short outage fills its 6h window
+    spec = SloSpec(objective=0.95, error_ratio_query="x[{window}]")
+    burn, _details = query_burn(url, spec)
+    assert burn.fast == pytest.approx(10.0), "40 minutes fill more than half of 5m and of 1h"
+    assert burn.slow == 0.0 and burn.unmeasured == {"slow": "Prometheus holds 40 min of history, less than half of 6h"}
