@@ -220,12 +220,12 @@ def _settle_start(port: int) -> None:
 
 def _saved_incidents(store_path: Path) -> tuple[int, int]:
     """(incidents opened, incidents resolved) in our daemon's saved correlator state."""
-    from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import SavedState
+    from ansible_collections.selfheal.core.extensions.eda.plugins.event_source.alertmanager import saved_state
     from ansible_collections.selfheal.core.plugins.module_utils.store import Store
 
     store = Store(str(store_path))
     try:
-        state = SavedState.read(store, "alertmanager.correlator") or {}
+        state = saved_state(store)["correlator"]
     finally:
         store.close()
     announced = [i for i in state.get("incidents", []) if i.get("opened_at") and i["state"] != "suppressed"]
@@ -292,7 +292,10 @@ def main() -> int:
         parser.error("--hosts, --alerts-per-host, --alerts-per-post and --concurrency must be at least 1")
     payloads = storm(args.hosts, args.alerts_per_host, args.alerts_per_post, args.group_by)
     waves = burst(payloads) if args.shape == "burst" else [payloads]
-    results = [run(kind, waves, args) for kind in kinds]
+    results = []
+    for kind in kinds:
+        results.append(run(kind, waves, args))
+        print(f"{HEADER}\n{results[-1].row()}", flush=True)
     print()
     groups = len({p["groupKey"] for p in payloads})
     print(f"{args.shape}: {sum(len(p['alerts']) for w in waves for p in w)} alert instances "

@@ -770,13 +770,15 @@ def _prometheus_config(cfg: Config) -> None:
     pdir = cfg.path("prometheus")
     pdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO / "lab" / "templates" / "alert_rules.yml", pdir / "alert_rules.yml")
+    # the platform's own alerts (the daemon down, not ingesting, its watchdog stalled), as users load them
+    shutil.copyfile(REPO / "extensions" / "prometheus" / "platform_rules.yml", pdir / "platform_rules.yml")
     demo_targets = [
         {"targets": [f"{h.address}:{DEMO_PORT}"], "labels": {"host": h.name, "service": "demo"}}
         for h in cfg.hosts
     ]
     conf = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
-        "rule_files": [str(pdir / "alert_rules.yml")],
+        "rule_files": [str(pdir / "alert_rules.yml"), str(pdir / "platform_rules.yml")],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{cfg.ports['alertmanager']}"]}]}]},
         "scrape_configs": [
             {"job_name": "demo", "static_configs": demo_targets},
@@ -784,6 +786,9 @@ def _prometheus_config(cfg: Config) -> None:
                 {"targets": [f"{h.address}:{PG_EXPORTER_PORT}"], "labels": {"host": h.name, "service": "postgres"}}
                 for h in cfg.hosts if "pg_exporter" in h.services]},
             {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{cfg.ports['prometheus']}"]}]},
+            # the daemon's event sources, each with its /metrics: the platform watched from outside it
+            {"job_name": "selfheal", "static_configs": [{"targets": [f"127.0.0.1:{cfg.ports['rulebook']}",
+                                                                     f"127.0.0.1:{cfg.ports['approvals']}"]}]},
         ],
     }
     # JSON is valid YAML: no YAML library needed before the virtualenv exists.
@@ -826,8 +831,13 @@ def _alertmanager_config(cfg: Config) -> None:
             "group_wait": "1s",
             "group_interval": "5s",
             "repeat_interval": "4h",
+            # the platform's own alerts go straight to a human, never through the daemon they are about
+            "routes": [{"matchers": ['route="platform"'], "receiver": "platform-pager", "group_by": ["alertname"]}],
         },
         "receivers": [{
+            "name": "platform-pager",
+            "webhook_configs": [{"url": f"http://127.0.0.1:{cfg.ports['notify']}/platform", "send_resolved": True}],
+        }, {
             "name": "selfheal",
             "webhook_configs": [{
                 "url": f"http://127.0.0.1:{cfg.ports['rulebook']}/api/v1/alerts",
@@ -996,6 +1006,8 @@ def write_rulebook_vars(cfg: Config) -> Path:
         "selfheal_approval_port": cfg.ports["approvals"],
         "selfheal_approval_secret": approval_secret(cfg),
         "selfheal_proposal_secret": proposal_secret(cfg),
+        "selfheal_store": str(cfg.path("store.db")),
+        "selfheal_notify_url": f"http://127.0.0.1:{cfg.ports['notify']}/escalations",
     }
     path = cfg.path("rulebook_vars.yml")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

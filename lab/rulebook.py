@@ -53,9 +53,11 @@ class Daemon:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ansible-rulebook exited:\n{self.log()[-3000:]}")
-            if self.status() is not None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return self
-            time.sleep(0.2)
+            except OSError:
+                time.sleep(0.2)
         self.stop(signal.SIGKILL)
         raise RuntimeError(f"ansible-rulebook did not answer on port {self.port} within {timeout:.0f}s")
 

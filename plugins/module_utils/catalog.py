@@ -16,6 +16,7 @@ from typing import Any
 from ansible_collections.selfheal.core.plugins.module_utils.policy import MODES, Policy, Window
 from ansible_collections.selfheal.core.plugins.module_utils.signals import Signal, SignalError, parse_time
 from ansible_collections.selfheal.core.plugins.module_utils.slo import SloError, SloSpec
+from ansible_collections.selfheal.core.plugins.module_utils.watchdog import DEFAULT_DEADLINE
 
 yaml: Any
 try:
@@ -106,6 +107,8 @@ class IncidentType:
     approval_timeout: float = 900.0
     slo: SloSpec | None = None
     verify_query: str | None = None
+    # seconds an incident may wait for a run to finish before the watchdog resumes it, or pages a human
+    deadline: float = DEFAULT_DEADLINE
 
 
 @dataclass(frozen=True)
@@ -192,8 +195,9 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
         route = _section(item, "escalation", source, path).get("route", "default")
         if not isinstance(route, str) or not route:
             raise _fail(source, f"{path}.escalation.route", "must be a route name")
+        deadline = _number(item, "escalation", "deadline", DEFAULT_DEADLINE, source, path, 10, 86400)
         types.append(IncidentType(name, matchers, playbook, mode, description, never, policy, verify_timeout, route,
-                                  approval_timeout, slo, verify_query))
+                                  approval_timeout, slo, verify_query, deadline))
     windows = tuple(_parse_window(w, source, f"windows[{k}]") for k, w in enumerate(root.get("windows") or []))
     return Catalog(tuple(types), source, windows)
 
@@ -202,7 +206,7 @@ _SECTION_KEYS = {
     "blast_radius": {"percent", "max"},
     "circuit": {"failures", "target_failures", "window", "reset"},
     "verification": {"timeout", "promql"},
-    "escalation": {"route"},
+    "escalation": {"route", "deadline"},
     "approval": {"timeout"},
     "promotion": {"after", "automatic"},
     "slo": {"fast_burn", "slow_burn", "error_ratio_query", "objective", "fast_windows", "slow_windows"},

@@ -20,4 +20,6 @@ def run_module(argument_spec: dict[str, Any], work: Callable[[dict[str, Any], bo
         result = work(module.params, module.check_mode)
     except ModuleError as exc:
         module.fail_json(msg=str(exc))
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
     module.exit_json(**result)

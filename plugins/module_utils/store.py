@@ -234,6 +234,13 @@ class Store:
             (target, holder, now + ttl, now))
         return int(rows[0][0]) if rows else None
 
+    def renew(self, target: str, holder: str, token: int, ttl: float, now: float) -> bool:
+        """Extend a live lease that `holder` still holds with `token` (the run's heartbeat); False when it
+        expired, was released or was taken over: the run must stop before its next change."""
+        rows = self._exec("UPDATE leases SET expires_at = ? WHERE target = ? AND holder = ? AND token = ? "
+                          "AND expires_at > ? RETURNING target", (now + ttl, target, holder, token, now))
+        return bool(rows)
+
     def release(self, target: str, holder: str, token: int) -> bool:
         """Give the lease back; False when it was no longer ours (expired and taken over).
 
@@ -316,6 +323,35 @@ class Store:
 
     def mark_circuit_escalated(self, itype: str, at: float) -> None:
         self._exec("INSERT INTO circuit_escalations (incident_type, at) VALUES (?, ?)", (itype, at))
+
+    def run_states(self, incident_ids: list[str], now: float) -> dict[str, dict[str, Any]]:
+        """What the runs of each incident came to, for the watchdog: {id: {outcome, running, waiting}}.
+
+        outcome: the last recorded outcome, or ``held_back`` when the guard's last decision held the run
+        back (its playbook paged a human); running: a run of it holds a live lease; waiting: its last
+        decision proposes and waits for a human; died: a run was allowed to act and ended without an
+        outcome, its lease expired (its process died with the daemon)."""
+        states: dict[str, dict[str, Any]] = {i: {"outcome": None, "running": False, "waiting": False,
+                                                 "died": False} for i in incident_ids}
+        for iid, outcome in self._in("SELECT incident_id, outcome FROM outcomes", "incident_id", incident_ids,
+                                     "1 = 1 ORDER BY at"):
+            states[iid]["outcome"] = outcome
+        for iid, text in self._in("SELECT incident_id, decision FROM decisions", "incident_id", incident_ids,
+                                  "1 = 1 ORDER BY at"):
+            decision = json.loads(text)
+            held = not decision.get("allowed") and states[iid]["outcome"] is None
+            proposes = decision.get("mode") == "propose" and bool(decision.get("targets"))
+            states[iid]["waiting"] = held and proposes
+            states[iid]["died"] = bool(decision.get("allowed")) and states[iid]["outcome"] is None
+            if held and not proposes:
+                states[iid]["outcome"] = "held_back"
+        for (holder,) in self._exec("SELECT holder FROM leases WHERE expires_at > ?", (now,)):
+            iid = str(holder).rsplit("-", 1)[0]
+            if iid in states:
+                states[iid]["running"] = True
+        for state in states.values():  # allowed to act, no outcome, no live lease: the run died midway
+            state["died"] = state["died"] and not state["running"] and state["outcome"] is None
+        return states
 
     # ------------------------------------------------------------------ decisions and audit
 

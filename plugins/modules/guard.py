@@ -57,9 +57,18 @@ options:
     description: Who takes the leases, for example the run's id. Defaults to the incident id.
     type: str
   lease_ttl:
-    description: Seconds a lease lasts unless released, so that a killed run does not block the target forever.
+    description:
+      - Seconds a lease lasts unless renewed or released. While the run's C(ansible-playbook) process lives, a
+        heartbeat renews the leases every third of this; a run that dies (its daemon killed) stops renewing,
+        so its targets are free again within this many seconds, and the watchdog resumes or pages the incident.
     type: float
-    default: 600
+    default: 30
+  heartbeat:
+    description:
+      - Renew the leases in a background process for as long as the playbook run lives (see O(lease_ttl)).
+        Without it, a lease lasts O(lease_ttl) seconds from the decision.
+    type: bool
+    default: true
   prometheus_url:
     description:
       - Base URL of the Prometheus that holds the incident type's SLO (C(slo.error_ratio_query) in the catalog).
@@ -179,6 +188,7 @@ approval_timeout:
   sample: 900.0
 """
 
+import os
 import time
 from typing import Any
 
@@ -198,6 +208,55 @@ def _burn(itype: IncidentType, p: dict[str, Any]) -> tuple[Burn | None, str | No
     except SloError as exc:
         return None, str(exc), {}
     return burn, None, {"fast": burn.fast, "slow": burn.slow, "objective": itype.slo.objective, "windows": windows}
+
+
+def _run_pid() -> int:
+    """The ansible-playbook process this module works for: the outermost ancestor of that name."""
+    found, pid = os.getppid(), os.getppid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"ansible-playbook" in f.read():
+                    found = pid
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return found
+
+
+def _heartbeat(p: dict[str, Any], holder: str, leases: dict[str, int]) -> None:
+    """Fork a detached process that renews `leases` while the run's ansible-playbook lives."""
+    run = _run_pid()
+    if os.fork() != 0:
+        return
+    try:  # the child: detached from the module's pipes, so Ansible does not wait for it
+        os.setsid()
+        os.chdir("/")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        live = dict(leases)
+        while live:
+            time.sleep(p["lease_ttl"] / 3)
+            try:
+                os.kill(run, 0)
+            except OSError:
+                break  # the run is gone: its leases expire by themselves
+            try:
+                store = Store(p["store"], password=p["store_password"], timeout=2.0)
+            except StoreError:
+                continue  # not renewed: if the store stays away the lease expires and the run is fenced off
+            try:
+                for target, token in list(live.items()):
+                    if not store.renew(target, holder, token, p["lease_ttl"], time.time()):
+                        del live[target]  # released by the run, or lost: nothing more to renew
+            except StoreError:
+                pass
+            finally:
+                store.close()
+    finally:
+        os._exit(0)
 
 
 def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
@@ -257,6 +316,8 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         raise ModuleError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
     finally:
         store.close()
+    if leases and p["heartbeat"] and not check_mode:
+        _heartbeat(p, holder, leases)
     return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder,
             "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout,
             "approval_timeout": itype.approval_timeout, "burn": burn_details, "verify_query": itype.verify_query}
@@ -270,7 +331,8 @@ ARGUMENT_SPEC = {
     "catalog": {"type": "path", "required": True},
     **STORE_ARGUMENT_SPEC,
     "holder": {"type": "str"},
-    "lease_ttl": {"type": "float", "default": 600},
+    "lease_ttl": {"type": "float", "default": 30},
+    "heartbeat": {"type": "bool", "default": True},
     "approved_by": {"type": "str"},
     "prometheus_url": {"type": "str"},
     "prometheus_timeout": {"type": "float", "default": 5},

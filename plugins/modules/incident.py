@@ -108,6 +108,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+journaled:
+  description:
+    - When the store could not take the outcome (locked, read-only, full), the local journal it waits in; it
+      is recorded in the store by the next run or look of the watchdog that finds the store writable.
+  returned: when the store could not be written
+  type: str
+  sample: /root/.local/state/selfheal/journal-0123456789abcdef.jsonl
 recorded:
   description: Targets whose outcome was recorded.
   returned: action=finish
@@ -128,6 +135,7 @@ fenced_out:
 import time
 from typing import Any
 
+from ansible_collections.selfheal.core.plugins.module_utils import journal
 from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
 from ansible_collections.selfheal.core.plugins.module_utils.store import (
     OUTCOMES,
@@ -148,8 +156,9 @@ def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     now = time.time()
     try:
         store = Store(p["store"], password=p["store_password"])
+        journal.replay(store)  # what earlier runs could not record catches up first
     except StoreError as exc:
-        raise ModuleError(f"nothing recorded: {exc}") from exc
+        return _journaled(p, now, exc)
     recorded: list[str] = []
     released: list[str] = []
     fenced_out: list[str] = []
@@ -174,10 +183,29 @@ def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                    "fenced_out": fenced_out, **({"evidence": p["details"]} if p["details"] else {})}
         store.audit("finished", p["holder"], summary, p["incident_id"], now)
     except StoreError as exc:
-        raise ModuleError(f"recording stopped after {recorded}: {exc}") from exc
+        if recorded or p["action"] == "audit":
+            raise ModuleError(f"recording stopped after {recorded}: {exc}") from exc
+        return _journaled(p, now, exc)
     finally:
         store.close()
     return {"changed": True, "recorded": recorded, "released": released, "fenced_out": fenced_out}
+
+
+def _journaled(p: dict[str, Any], now: float, exc: StoreError) -> dict[str, Any]:
+    """The store cannot take the outcome: keep it in the local journal, to be replayed into the store."""
+    if p["action"] != "finish":
+        raise ModuleError(f"nothing recorded: {exc}")
+    record = {"incident_id": p["incident_id"], "incident_type": p["incident_type"], "targets": p["targets"],
+              "mode": p["mode"], "outcome": p["outcome"], "holder": p["holder"], "at": now,
+              "summary": {"outcome": p["outcome"], "mode": p["mode"], "acted": p["acted"],
+                          **({"evidence": p["details"]} if p["details"] else {})}}
+    try:
+        path = journal.append(p["store"], record)
+    except OSError as err:
+        raise ModuleError(f"nothing recorded: {exc}; and the local journal cannot be written either: {err}") from exc
+    return {"changed": True, "recorded": [], "released": [], "fenced_out": [], "journaled": path,
+            "warnings": [f"the store cannot take the outcome ({exc}); it waits in {path} and is recorded "
+                         "when the store is back"]}
 
 
 ARGUMENT_SPEC = {

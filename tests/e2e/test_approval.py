@@ -52,9 +52,10 @@ def _stage(lab: Lab, target: str, since: float, stage: str, incident_id: str | N
 
 
 def _notifications(lab: Lab, since: float) -> list[dict[str, Any]]:
+    """Pages the daemon and its playbooks sent (not the platform's own alerts, which go to /platform)."""
     path = lab.cfg.path("notifications.jsonl")
     lines = path.read_text().splitlines() if path.exists() else []
-    return [n for n in map(json.loads, lines) if n["received_at"] >= since]
+    return [n for n in map(json.loads, lines) if n["received_at"] >= since and n.get("path") != "/platform"]
 
 
 def _outcomes(lab: Lab, incident_id: str) -> list[dict[str, Any]]:

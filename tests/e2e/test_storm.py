@@ -16,7 +16,7 @@ from typing import Any
 
 from conftest import Lab, wait_for
 
-from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import SavedState
+from ansible_collections.selfheal.core.extensions.eda.plugins.event_source.alertmanager import saved_state
 from ansible_collections.selfheal.core.plugins.module_utils import timeline
 from ansible_collections.selfheal.core.plugins.module_utils.store import Store
 
@@ -37,7 +37,7 @@ def _runs_since(lab: Lab, since: float) -> list[dict[str, Any]]:
 def _incident(lab: Lab, incident_id: str) -> dict[str, Any]:
     store = Store(str(lab.cfg.path("store.db")))
     try:
-        state = SavedState.read(store, "alertmanager.correlator") or {}
+        state = saved_state(store)["correlator"]
     finally:
         store.close()
     return next(i for i in state["incidents"] if i["id"] == incident_id)

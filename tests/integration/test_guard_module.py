@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +241,36 @@ def test_a_target_with_its_own_failures_is_skipped_while_others_proceed(setup: d
     assert result["decision"]["allowed"] is True and result["decision"]["circuit_open"] is False
     assert result["decision"]["targets"] == ["h2"] and list(result["leases"]) == ["h2"]
     assert "circuit open for this target: 2 failed automatic runs" in result["decision"]["skipped"]["h1"]
+
+
+def test_the_heartbeat_renews_leases_while_the_run_lives_and_they_expire_when_it_dies(
+        setup: dict[str, str], tmp_path: Path) -> None:
+    playbook = tmp_path / "run.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "decide", "selfheal.core.guard": {"incident_id": "inc-hb", "incident_type": "service_down",
+                                                   "targets": ["h1"], "lease_ttl": 3, **setup}},
+        {"name": "a remediation that takes longer than the lease", "ansible.builtin.pause": {"seconds": 8}},
+    ]}]))
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+                             "-c", "local", str(playbook)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+    def holder() -> str | None:
+        store = Store(setup["store"])
+        try:
+            lease = store.leases(["h1"]).get("h1")
+        finally:
+            store.close()
+        return lease[0] if lease is not None and lease[1] > time.time() else None
+
+    try:
+        wait_for("the guard to take the lease", lambda: holder() is not None, 60)
+        time.sleep(5)  # past the 3 s the lease was granted for
+        held = holder()
+        assert held is not None and held.startswith("inc-hb"), "renewed while the run lives"
+        os.killpg(proc.pid, signal.SIGKILL)  # the run dies with its daemon
+        proc.wait(10)
+        wait_for("the dead run's lease to expire", lambda: holder() is None, 10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

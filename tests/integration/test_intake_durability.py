@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO, wait_for
 from rulebook import Daemon, free_port
 
-from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import SavedState
+from ansible_collections.selfheal.core.extensions.eda.plugins.event_source.alertmanager import saved_state
 from ansible_collections.selfheal.core.plugins.module_utils.store import Store
 
 
@@ -65,7 +65,7 @@ async def _send(port: int, posts: list[list[dict[str, Any]]], accepted: set[str]
 def _saved_fingerprints(store_path: Path) -> set[str]:
     store = Store(str(store_path))
     try:
-        state = SavedState.read(store, "alertmanager.correlator") or {}
+        state = saved_state(store)["correlator"]
     finally:
         store.close()
     return {fp for incident in state.get("incidents", []) for fp in incident["signals"]}

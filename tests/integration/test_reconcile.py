@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO / "tests" / "unit" / "extensions" / "eda"))
 from source_harness import Client, drain, serve
 
 from ansible_collections.selfheal.core.extensions.eda.plugins.event_source import alertmanager
-from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import SavedState
+from ansible_collections.selfheal.core.extensions.eda.plugins.event_source.alertmanager import saved_state
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import load_catalog
 from ansible_collections.selfheal.core.plugins.module_utils.correlation import Correlator
 from ansible_collections.selfheal.core.plugins.module_utils.signals import from_alertmanager
@@ -68,7 +68,7 @@ def test_restored_incidents_whose_alerts_ended_are_resolved_at_start(lab: Lab, t
         serve(alertmanager.main, {"correlate": True, "catalog": CATALOG, "state_path": str(tmp_path / "store.db"),
                                   "alertmanager_url": f"http://127.0.0.1:{lab.cfg.ports['alertmanager']}"}, body)
         store = Store(str(tmp_path / "store.db"))
-        state = SavedState.read(store, "alertmanager.correlator")
+        state = saved_state(store)["correlator"]
         store.close()
         assert state is not None
         states = {i["id"]: i["state"] for i in state["incidents"]}

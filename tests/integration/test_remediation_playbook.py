@@ -24,23 +24,28 @@ def _timeline_len(lab: Lab) -> int:
 
 
 def _notifications(lab: Lab) -> list[dict[str, object]]:
+    """The pages the playbooks sent (not the platform's own alerts, which Alertmanager sends to /platform)."""
     path = lab.cfg.path("notifications.jsonl")
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    pages = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [page for page in pages if page.get("path") != "/platform"]
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "paged"),
     [
-        ((), "needs a target and has none"),
-        (("-e", "selfheal_target=nosuchhost"), "target 'nosuchhost' is not a host of the inventory"),
+        ((), "needs a target and has none", True),
+        (("-e", "selfheal_target=nosuchhost"), "target 'nosuchhost' is not a host of the inventory", True),
+        (("-e", "selfheal_target=localhost"), "is the controller", True),
         (("-e", json.dumps({"ansible_eda": {"event": {"signal": {
             "status": "resolved", "target": {"host": "h1", "service": "demo"}}}}})),
-         "resolved alerts never trigger actions"),
+         "resolved alerts never trigger actions", False),
     ],
 )
-def test_refuses_without_a_valid_target_and_changes_nothing(lab: Lab, args: tuple[str, ...], message: str) -> None:
+def test_refuses_without_a_valid_target_changes_nothing_and_pages_once(lab: Lab, args: tuple[str, ...],
+                                                                       message: str, paged: bool) -> None:
     pids = {h.name: lab.pid(h.name) for h in lab.cfg.hosts}
     before = _timeline_len(lab)
+    seen = len(_notifications(lab))
     proc = lab.playbook(PLAYBOOK, *args)
     out = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0
@@ -48,6 +53,14 @@ def test_refuses_without_a_valid_target_and_changes_nothing(lab: Lab, args: tupl
     assert "Nothing was changed" in out
     assert _timeline_len(lab) == before
     assert {h.name: lab.pid(h.name) for h in lab.cfg.hosts} == pids
+    pages = [n["body"] for n in _notifications(lab)[seen:]]
+    if not paged:  # a resolved alert is never paged
+        assert pages == []
+        return
+    assert len(pages) == 1, pages
+    page = pages[0]
+    assert isinstance(page, dict) and message in " ".join(str(page["summary"]).split())
+    assert page["target"] == (args[-1].split("=")[-1] if args else "unknown"), "the page names what the alert named"
 
 
 def test_healthy_service_is_left_alone(lab: Lab) -> None:

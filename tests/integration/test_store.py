@@ -196,3 +196,39 @@ def test_an_unreachable_postgresql_is_a_clear_error_without_the_password() -> No
     with pytest.raises(StoreError) as info:
         Store("postgresql://selfheal:s3cr3t-pw@127.0.0.1:9/selfheal", timeout=1)
     assert "127.0.0.1" in str(info.value) and "s3cr3t-pw" not in str(info.value)
+
+
+def test_heartbeats_renew_only_live_leases_of_their_holder(store_url: str) -> None:
+    s = Store(store_url)
+    try:
+        token = s.acquire("h1", "inc-1-a", ttl=10, now=100)
+        assert token is not None
+        assert s.renew("h1", "inc-1-a", token, ttl=10, now=105) and s.leases(["h1"])["h1"][1] == 115
+        assert not s.renew("h1", "inc-1-b", token, ttl=10, now=106), "another holder"
+        assert not s.renew("h1", "inc-1-a", token + 1, ttl=10, now=106), "another token"
+        assert not s.renew("h1", "inc-1-a", token, ttl=10, now=116), "expired: lost, not renewed"
+    finally:
+        s.close()
+
+
+def test_run_states_tell_the_watchdog_what_became_of_each_incident(store_url: str) -> None:
+    s = Store(store_url)
+    try:
+        allowed = {"allowed": True, "mode": "auto", "targets": ["h1"]}
+        s.record_decision("done", "service_down", "done-1", allowed, 100)
+        s.record_outcome("done", "service_down", "h1", "auto", "verified", 110)
+        s.record_decision("live", "service_down", "live-1", allowed, 100)
+        s.acquire("h2", "live-1", ttl=30, now=100)
+        s.record_decision("dead", "service_down", "dead-1", allowed, 100)
+        s.acquire("h3", "dead-1", ttl=30, now=100)  # expired by now=200: the run died
+        s.record_decision("held", "service_down", "held-1", {"allowed": False, "mode": "auto", "targets": []}, 100)
+        s.record_decision("asks", "service_down", "asks-1", {"allowed": False, "mode": "propose", "targets": ["h4"]},
+                          100)
+        states = s.run_states(["done", "live", "dead", "held", "asks", "never"], now=120)
+        assert states["done"]["outcome"] == "verified" and not states["done"]["died"]
+        assert states["live"]["running"] and not states["live"]["died"]
+        assert states["held"]["outcome"] == "held_back" and states["asks"]["waiting"]
+        assert states["never"] == {"outcome": None, "running": False, "waiting": False, "died": False}
+        assert s.run_states(["dead"], now=200)["dead"]["died"], "allowed, no outcome, lease expired"
+    finally:
+        s.close()

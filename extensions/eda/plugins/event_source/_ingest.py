@@ -47,17 +47,22 @@ import logging
 import os
 import sqlite3
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from ansible_collections.selfheal.core.plugins.module_utils import journal
 from ansible_collections.selfheal.core.plugins.module_utils.engine_text import for_engine
+from ansible_collections.selfheal.core.plugins.module_utils.notify import FORMATS, SEVERITIES, Notification, build
+from ansible_collections.selfheal.core.plugins.module_utils.sender import PostError, as_json, post_json, receiver
 from ansible_collections.selfheal.core.plugins.module_utils.signing import verify, verify_body
 from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
+from ansible_collections.selfheal.core.plugins.module_utils.watchdog import RunState, Watch
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +277,10 @@ class Pipeline:
         """Which secret setting must have signed a request to `endpoint`."""
         return "hmac_secret"
 
+    def gauges(self) -> dict[str, float]:
+        """The pipeline's own figures for /metrics (name -> value)."""
+        return {}
+
 
 @dataclass
 class Counters:
@@ -323,6 +332,15 @@ class Intake:
         self.rows += 1
         self.items += len(items)
         return int(cur.lastrowid or 0)
+
+    def continue_after(self, offset: int) -> None:
+        """Make every later row id larger than `offset` (an intake file made anew beside an older saved state
+        would start again at 1, and its rows would be taken for consumed ones)."""
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'intake'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('intake', ?)", (offset,))
+        elif int(row[0]) < offset:
+            self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'intake'", (offset,))
 
     def after(self, offset: int, max_rows: int = 32) -> list[tuple[int, list[Any]]]:
         """Rows after `offset`, oldest first: (id, items)."""
@@ -412,6 +430,91 @@ class SavedState:
             self.store.close()
 
 
+def run_states(store_path: str | None, incident_ids: list[str], now: float) -> dict[str, RunState]:
+    """What the store says of each incident's runs; a store that cannot be read says so for each."""
+    if not store_path:
+        return {i: RunState(unknown="no store is configured (state_path or store)") for i in incident_ids}
+    # what a run recorded in the local journal because the store could not take it counts as recorded
+    waiting = journal.records(store_path)
+    if not incident_ids and not waiting:
+        return {}
+    journaled = journal.outcomes(store_path, incident_ids)
+    try:
+        store = Store(store_path, timeout=2.0)
+    except StoreError as exc:
+        return {i: RunState(outcome=journaled[i]) if i in journaled else RunState(unknown=str(exc))
+                for i in incident_ids}
+    try:
+        states = {i: RunState(**state) for i, state in store.run_states(incident_ids, now).items()}
+    except StoreError as exc:
+        states = {i: RunState(unknown=str(exc)) for i in incident_ids}
+    try:
+        if waiting:
+            journal.replay(store)  # the record catches up as soon as the store can be written
+    except (StoreError, OSError) as exc:
+        logger.info("the journal waits for the store a little longer: %s", exc)
+    finally:
+        store.close()
+    return {i: RunState(outcome=journaled[i]) if i in journaled and states[i].outcome is None else states[i]
+            for i in incident_ids}
+
+
+class Pager:
+    """The watchdog's own way to a human: straight to the notification route, not through a playbook or
+    the store (the parts that may have failed). Retried, then sent to the fallback route; each send runs in
+    a thread of its own so the source never waits on a receiver. What it sent is added to the audit trail
+    when the store can be written."""
+
+    def __init__(self, plugin: str, settings: dict[str, Any]) -> None:
+        self.plugin, self.settings = plugin, settings
+        if settings.get("notify_format") not in FORMATS:
+            raise ValueError(f"{plugin}: argument notify_format must be one of {', '.join(FORMATS)}")
+        if not settings.get("notify_url"):
+            logger.warning("%s: no notify_url: the watchdog cannot page anyone, it can only log", plugin)
+
+    def send(self, watch: Watch, why: str, incident: dict[str, Any] | None = None) -> None:
+        summary = f"{watch.incident_type} on {watch.target} needs a human: {why}"
+        logger.error("%s: paging: %s (%s)", self.plugin, summary, watch.incident_id)
+        severity = (incident or {}).get("severity")
+        note = Notification(summary=summary, severity=severity if severity in SEVERITIES else "critical",
+                            incident_id=watch.incident_id, target=watch.target,
+                            evidence={"why": why, "incident": incident or {}, "watchdog": asdict(watch)},
+                            at=time.time())
+        threading.Thread(target=self._deliver, args=(watch, note), daemon=True).start()
+
+    def _deliver(self, watch: Watch, note: Notification) -> None:
+        settings = self.settings
+        secrets = [v for v in (settings.get("notify_token"), settings.get("notify_routing_key")) if v]
+        headers = {"Authorization": f"Bearer {settings['notify_token']}"} if settings.get("notify_token") else {}
+        document = build(settings["notify_format"], note, settings.get("notify_routing_key"),
+                         dedup_key=watch.incident_id)
+        for url in [u for u in (settings.get("notify_url"), settings.get("notify_fallback_url")) if u]:
+            try:
+                post_json(url, as_json(document), headers, 10.0, True, 3, [url, *secrets], "selfheal-watchdog")
+            except PostError as exc:
+                logger.error("%s: the page of %s did not go out: %s", self.plugin, watch.incident_id, exc)
+                continue
+            watch.delivered = True
+            self._record(watch, note, receiver(url))
+            return
+        logger.critical("%s: NOBODY WAS PAGED for %s: %s", self.plugin, watch.incident_id, note.summary)
+
+    def _record(self, watch: Watch, note: Notification, where: str) -> None:
+        path = self.settings.get("store") or self.settings.get("state_path")
+        if not path:
+            return
+        try:
+            store = Store(path, timeout=2.0)
+            try:
+                store.audit("escalated", "watchdog", {"summary": note.summary, "receiver": where,
+                                                      "evidence": note.evidence}, watch.incident_id)
+            finally:
+                store.close()
+        except StoreError as exc:
+            logger.warning("%s: the page of %s went out, but the store cannot record it: %s", self.plugin,
+                           watch.incident_id, exc)
+
+
 def _reply(http_status: int, **body: Any) -> web.Response:
     headers = {"Retry-After": "1"} if http_status == 503 else None
     if http_status == 401:
@@ -450,6 +553,7 @@ class _Server:
             raise
         self.acked = 0
         self._ack(self.offset)  # what the saved state already holds
+        self.intake.continue_after(self.offset)
         backlog = self.intake.items
         self.unprocessed = backlog
         if found or backlog:
@@ -473,6 +577,21 @@ class _Server:
     async def status(self, _request: web.Request) -> web.Response:
         return _reply(200, status="up", buffered=self.unprocessed, intake_rows=self.intake.rows,
                       durable=self.intake.path is not None, **self.counters.__dict__)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        """The source's own health in Prometheus's text format, so that a Prometheus outside the daemon
+        notices it down, not ingesting, or its watchdog stalled (the platform's own alert rules)."""
+        labels = f'source="{self.plugin}"'
+        lines = []
+        for name, value in self.counters.__dict__.items():
+            metric = f"selfheal_intake_{name}_total"
+            lines += [f"# TYPE {metric} counter", f"{metric}{{{labels}}} {value}"]
+        gauges = {"intake_backlog": self.unprocessed, "outbox": len(self.outbox),
+                  "last_checkpoint_timestamp_seconds": self.saved_at, **self.pipeline.gauges()}
+        for name, value in gauges.items():
+            lines += [f"# TYPE selfheal_{name} gauge", f"selfheal_{name}{{{labels}}} {value}"]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
 
     async def receive(self, request: web.Request) -> web.Response:
         received_at = time.time()
@@ -627,6 +746,7 @@ async def serve(plugin: str, queue: asyncio.Queue[Any], settings: dict[str, Any]
     server = _Server(plugin, queue, settings, pipeline, tick_interval)
     app = web.Application(client_max_size=settings["max_body_bytes"])
     app.router.add_get("/", server.status)
+    app.router.add_get("/metrics", server.metrics)
     app.router.add_post("/{endpoint:.*}", server.receive)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     tasks: list[asyncio.Task[None]] = []

@@ -21,10 +21,13 @@ except ImportError:
 
 from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import (
     Inbound,
+    Pager,
     Pipeline,
     Refused,
+    SavedState,
     parse_args,
     run_by_hand,
+    run_states,
     serve,
 )
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import (
@@ -40,6 +43,8 @@ from ansible_collections.selfheal.core.plugins.module_utils.signals import (
     get_path,
     strip_port,
 )
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+from ansible_collections.selfheal.core.plugins.module_utils.watchdog import DEFAULT_DEADLINE, Watchdog
 
 DOCUMENTATION = r"""
 ---
@@ -211,6 +216,38 @@ options:
         the events not yet handed to the rulebook, so that they survive a restart of the daemon.
         Without it, a restart forgets them.
     type: str
+  store:
+    description:
+      - The store the remediation playbooks record their decisions and outcomes in (C(selfheal_store)),
+        read by the watchdog. Defaults to O(state_path).
+    type: str
+  notify_url:
+    description:
+      - Where the watchdog pages a human (the receiver of M(selfheal.core.notify)), straight from the
+        daemon, without a playbook or the store. With O(correlate), every opened incident is watched until
+        it is verified healthy, resolved by itself or paged - an incident no automation handles (never
+        automated, observe mode, an inferred cascade, no playbook) is paged at once; one with no live
+        run and no outcome past its deadline (the catalog's C(escalation.deadline), default 300 seconds)
+        is resumed once (an C(incident_resumed) event), then paged; a store that cannot be read is paged
+        as the cause. Each incident is paged at most once, across restarts.
+    type: str
+  notify_format:
+    description: Shape of the watchdog's pages - V(generic), V(slack) or V(pagerduty).
+    type: str
+    default: generic
+  notify_token:
+    description: Bearer token for O(notify_url), for receivers that want one.
+    type: str
+  notify_routing_key:
+    description: PagerDuty integration key, with O(notify_format=pagerduty).
+    type: str
+  notify_fallback_url:
+    description: Where a page goes when O(notify_url) does not take it after its retries.
+    type: str
+  watchdog_interval:
+    description: Seconds between two looks of the watchdog at the open incidents.
+    type: float
+    default: 5.0
   alertmanager_url:
     description:
       - Base URL of the Alertmanager that sends here, for example V(http://127.0.0.1:9093).
@@ -255,6 +292,13 @@ _ARGS: dict[str, tuple[type, Any, bool]] = {
     "group_wait": (float, 3.0, False),
     "update_interval": (float, 10.0, False),
     "alertmanager_url": (str, None, False),
+    "store": (str, None, False),
+    "notify_url": (str, None, True),
+    "notify_format": (str, "generic", False),
+    "notify_token": (str, None, True),
+    "notify_routing_key": (str, None, True),
+    "notify_fallback_url": (str, None, True),
+    "watchdog_interval": (float, 5.0, False),
 }
 _MAX_ALERTS = 10000
 _STATE_NAME = "alertmanager.correlator"
@@ -302,7 +346,7 @@ def _events(payload: Any, request: Inbound, settings: dict[str, Any]) -> list[di
 
 
 class _Pipeline(Pipeline):
-    """What happens to an accepted alert: passed on as is, or correlated."""
+    """What happens to an accepted alert: passed on as is, or correlated and watched."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
@@ -312,24 +356,34 @@ class _Pipeline(Pipeline):
         if not settings["catalog"]:
             raise ValueError(f"{PLUGIN}: argument correlate needs argument catalog (the incident types)")
         try:
-            catalog = load_catalog(settings["catalog"])
+            self.catalog = load_catalog(settings["catalog"])
             topology = load_topology(settings["topology"]) if settings["topology"] else None
         except PolicyFileError as exc:
             raise ValueError(f"{PLUGIN}: {exc}") from None
         if settings["group_wait"] < 0 or settings["update_interval"] < 0:
             raise ValueError(f"{PLUGIN}: arguments group_wait and update_interval must be >= 0")
-        self.correlator = Correlator(catalog, topology, group_wait=settings["group_wait"],
+        self.correlator = Correlator(self.catalog, topology, group_wait=settings["group_wait"],
                                      update_interval=settings["update_interval"])
         self.state_name = _STATE_NAME
+        self.watchdog = Watchdog()
+        self.pager = Pager(PLUGIN, settings)
+        self.watched_at = 0.0
 
     def load_state(self, state: dict[str, Any]) -> None:
         assert self.correlator is not None
-        self.correlator.load_state(state)
-        logger.info("%s: restored %d incidents from %s", PLUGIN, len(self.correlator.incidents),
-                    self.settings["state_path"])
+        correlator = state.get("correlator", state)  # a state saved before the watchdog is the correlator's
+        self.correlator.load_state(correlator)
+        self.watchdog.load_state(state.get("watchdog", []))
+        for watch in self.watchdog.watches.values():  # paged, and not known to have reached the receiver
+            if watch.paged and not watch.delivered:
+                self.pager.send(watch, "the page of an earlier start may not have been delivered")
+        logger.info("%s: restored %d incidents (%d watched) from %s", PLUGIN, len(self.correlator.incidents),
+                    len(self.watchdog.pending()), self.settings["state_path"])
 
     def to_state(self) -> dict[str, Any]:
-        return self.correlator.to_state() if self.correlator is not None else {}
+        if self.correlator is None:
+            return {}
+        return {"correlator": self.correlator.to_state(), "watchdog": self.watchdog.to_state()}
 
     def restored(self, now: float) -> list[dict[str, Any]]:
         """Resolve restored incidents whose alerts Alertmanager no longer has active."""
@@ -339,7 +393,7 @@ class _Pipeline(Pipeline):
         active = _active_fingerprints(url)
         if active is None:
             return []
-        events = self.correlator.reconcile(active, now)
+        events = self._watch(self.correlator.reconcile(active, now), now)
         logger.info("%s: %d restored incidents resolved while the daemon was down (checked with %s)", PLUGIN,
                     len(events), f"{urlsplit(url).hostname}:{urlsplit(url).port}")
         return events
@@ -351,10 +405,61 @@ class _Pipeline(Pipeline):
         if self.correlator is None:
             return [item]
         signal = item.get("signal")
-        return self.correlator.ingest(Signal.from_dict(signal), now) if signal is not None else []
+        return self._watch(self.correlator.ingest(Signal.from_dict(signal), now), now) if signal is not None else []
 
     def tick(self, now: float) -> list[dict[str, Any]]:
-        return self.correlator.tick(now) if self.correlator is not None else []
+        if self.correlator is None:
+            return []
+        events = self._watch(self.correlator.tick(now), now)
+        if now - self.watched_at >= self.settings["watchdog_interval"]:
+            self.watched_at = now
+            events += self._look(now)
+        return events
+
+    def gauges(self) -> dict[str, float]:
+        if self.correlator is None:
+            return {}
+        return {"incidents_open": len(self.correlator.open_incidents()),
+                "watchdog_watched": len(self.watchdog.pending()),
+                "watchdog_last_look_timestamp_seconds": self.watched_at}
+
+    def _watch(self, events: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        """Tell the watchdog what the correlator announced and ended."""
+        for event in events:
+            incident = event["incident"]
+            if event["kind"] == "incident_opened":
+                itype = self.catalog.get(incident["type"])
+                self.watchdog.open(incident, itype.deadline if itype else DEFAULT_DEADLINE, now)
+            elif event["kind"] in ("incident_resolved", "incident_suppressed"):
+                self.watchdog.close(incident["id"])
+        return events
+
+    def _look(self, now: float) -> list[dict[str, Any]]:
+        """One round of the watchdog: resume or page what is overdue (see module_utils/watchdog.py)."""
+        assert self.correlator is not None
+        states = run_states(self.settings["store"] or self.settings["state_path"], self.watchdog.pending(), now)
+        events: list[dict[str, Any]] = []
+        for action in self.watchdog.tick(now, states):
+            incident = self.correlator.incidents.get(action.incident_id)
+            summary = incident.summary() if incident is not None else {"id": action.incident_id}
+            if action.kind == "resume" and incident is not None:
+                logger.warning("%s: %s: %s", PLUGIN, action.incident_id, action.why)
+                events.append({"kind": "incident_resumed", "incident": summary, "signal": incident.root_signal or {},
+                               "why": action.why, "at": now})
+            else:
+                self.pager.send(self.watchdog.watches[action.incident_id], action.why, summary)
+                events.append({"kind": "incident_escalated", "incident": summary,
+                               "signal": (incident.root_signal if incident else None) or {}, "why": action.why,
+                               "at": now})
+        self.watchdog.forget(set(self.correlator.incidents))
+        return events
+
+
+def saved_state(store: Store) -> dict[str, Any]:
+    """What the correlating source saved in `store`: {"correlator": {...}, "watchdog": [...]} (for reports,
+    benchmarks and tests; empty when nothing was saved)."""
+    state = SavedState.read(store, _STATE_NAME) or {}
+    return state if "correlator" in state else {"correlator": state, "watchdog": []}
 
 
 def _active_fingerprints(url: str, timeout: float = 5.0) -> set[str] | None:

@@ -147,3 +147,78 @@ def test_alerts_left_in_the_intake_by_a_crash_are_correlated_at_start(policy: di
 
     serve(alertmanager.main, policy, body)
     assert Intake(path).rows == 0, "what the saved state holds is deleted from the intake"
+
+
+def test_the_watchdog_pages_what_no_automation_handles_straight_from_the_source(policy: dict[str, Any],
+                                                                                tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+
+    catalog = yaml.safe_load(Path(policy["catalog"]).read_text())
+    catalog["incident_types"].append({"name": "disk_noise", "match": [{"labels": {"alertname": "DiskNoise"}}],
+                                      "mode": "observe"})
+    Path(policy["catalog"]).write_text(yaml.safe_dump(catalog))
+    pages: list[dict[str, Any]] = []
+
+    async def body(post: Client, queue: asyncio.Queue[Any]) -> None:
+        assert (await post({"alerts": [alert("DiskNoise", "h7", "disk")]})).status == 202
+        events = [await asyncio.wait_for(queue.get(), 5) for _ in range(2)]
+        assert [e["kind"] for e in events] == ["incident_opened", "incident_escalated"]
+        assert "no automatic remediation" in events[1]["why"]
+        for _attempt in range(50):
+            if pages:
+                break
+            await asyncio.sleep(0.1)
+        assert await _quiet(queue, 1.0) == [], "paged once"
+
+    async def receiver(request: web.Request) -> web.Response:
+        pages.append(await request.json())
+        return web.json_response({}, status=202)
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_post("/pages", receiver)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        policy["notify_url"] = f"http://127.0.0.1:{port}/pages"
+        policy["watchdog_interval"] = 0.2
+        try:
+            await asyncio.to_thread(serve, alertmanager.main, policy, body)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
+    assert len(pages) == 1 and "disk_noise on h7 needs a human" in pages[0]["summary"]
+    store = Store(policy["state_path"])
+    try:
+        trail = store.audit_trail()
+        watched = alertmanager.saved_state(store)
+    finally:
+        store.close()
+    assert [e["event"] for e in trail] == ["escalated"] and trail[0]["actor"] == "watchdog"
+    assert [w["paged"] and w["delivered"] for w in watched["watchdog"]] == [True]
+
+
+def test_an_intake_made_anew_beside_an_older_state_loses_nothing(policy: dict[str, Any]) -> None:
+    from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._ingest import intake_path
+
+    async def first(post: Client, queue: asyncio.Queue[Any]) -> None:
+        for host in ("h1", "h2", "h3"):
+            assert (await post({"alerts": [alert("ServiceDown", host, "demo")]})).status == 202
+        assert len(await drain(queue, 3)) == 3
+
+    serve(alertmanager.main, policy, first)
+    path = intake_path({"intake_path": None, "state_path": policy["state_path"]}, alertmanager.PLUGIN)
+    assert path is not None
+    Path(path).unlink()  # the saved state says 3 rows were consumed; a new intake must not reuse ids 1-3
+
+    async def second(post: Client, queue: asyncio.Queue[Any]) -> None:
+        assert (await post({"alerts": [alert("ServiceDown", "h9", "demo")]})).status == 202
+        [opened] = await drain(queue, 1)
+        assert opened["incident"]["root"]["host"] == "h9"
+
+    serve(alertmanager.main, policy, second)

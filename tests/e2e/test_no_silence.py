@@ -1,0 +1,220 @@
+"""No incident ends in silence, on the lab, through the real daemon: a daemon killed in the middle of a
+remediation is started again and the incident is healed or a human paged within its deadline, with no
+action taken twice."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from typing import Any
+
+import labctl
+from conftest import Lab, wait_for
+
+from ansible_collections.selfheal.core.plugins.module_utils import timeline
+from ansible_collections.selfheal.core.plugins.module_utils.catalog import load_catalog
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+
+
+def _deadline() -> float:
+    from conftest import REPO
+
+    itype = load_catalog(str(REPO / "rulebooks" / "catalog.yml")).get("service_down")
+    assert itype is not None
+    return itype.deadline
+
+
+def _pages(lab: Lab, target: str, since: float) -> list[dict[str, Any]]:
+    path = lab.cfg.path("notifications.jsonl")
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            page = json.loads(line)
+        except ValueError:
+            continue
+        body = page.get("body", page)
+        if body.get("target") == target and float(page.get("received_at", time.time())) >= since:
+            out.append(body)
+    return out
+
+
+def _healthy(lab: Lab, target: str) -> bool:
+    try:
+        with urllib.request.urlopen(lab.host(target)["selfheal_health_url"], timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _leased(lab: Lab, target: str) -> bool:
+    store = Store(str(lab.cfg.path("store.db")))
+    try:
+        lease = store.leases([target]).get(target)
+    finally:
+        store.close()
+    return lease is not None and lease[1] > time.time()
+
+
+def test_a_daemon_killed_mid_remediation_heals_or_pages_within_the_deadline(daemon: Lab) -> None:
+    lab, target = daemon, "h1"
+    lab.wait_until_free(target)
+    since = time.time()
+    chaos = lab.playbook("selfheal.core.chaos_service_crash", "-e", f"selfheal_target={target}")
+    assert chaos.returncode == 0, chaos.stdout + chaos.stderr
+    wait_for("the daemon's remediation to take its lease", lambda: _leased(lab, target), 60, 0.1)
+    pid = json.loads(lab.labctl("daemon", "status").stdout)["pid"]
+    os.killpg(pid, signal.SIGKILL)  # as the OOM killer or a host reboot would
+    killed_at = time.time()
+    wait_for("the daemon to be gone", lambda: json.loads(lab.labctl("daemon", "status").stdout)["running"] is False,
+             30)
+    started = lab.labctl("daemon", "start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    bound = 2 * _deadline() + 60  # the deadline, one resume, its deadline, and time to run
+
+    def settled() -> str | None:
+        if _pages(lab, target, since):
+            return "paged"
+        entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
+        verified = [e for e in entries if e["target"] == target and e["stage"] == "verified_healthy"
+                    and e["at"] >= since]
+        return "healed" if verified and _healthy(lab, target) else None
+
+    how = wait_for(f"{target} healed or a human paged", settled, bound, 1)
+    took = time.time() - killed_at
+    entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
+    actions = [e for e in entries if e["target"] == target and e["stage"] == "action_done" and e["at"] >= since
+               and e["details"].get("action") not in (None, "none")]
+    print(f"daemon SIGKILLed mid-remediation: {how} {took:.0f}s after the kill (bound {bound:.0f}s); "
+          f"{len(actions)} action(s)")
+    assert len(actions) <= 1, f"an action ran twice: {actions}"
+    if how == "healed":
+        assert lab.pid(target) is not None
+    else:  # a human was paged: the test is that human, for the tests after it
+        lab.svc(target, "start")
+
+
+def _post_alerts(lab: Lab, alerts: list[dict[str, Any]]) -> int:
+    """POST alerts to the daemon as Alertmanager does (the source's bearer token)."""
+    body = json.dumps({"version": "4", "status": "firing", "receiver": "selfheal", "alerts": alerts}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{lab.cfg.ports['rulebook']}/api/v1/alerts", data=body,
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {labctl.source_token(lab.cfg)}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return int(resp.status)
+
+
+def _alert(name: str, host: str, service: str, fingerprint: str, status: str = "firing") -> dict[str, Any]:
+    return {"status": status, "labels": {"alertname": name, "host": host, "service": service,
+                                         "severity": "critical"},
+            "annotations": {"summary": f"{service} on {host} is down"}, "startsAt": "2026-12-01T00:00:00Z",
+            "fingerprint": fingerprint}
+
+
+def test_an_alert_naming_the_controller_or_an_unknown_host_acts_nowhere_and_pages_once(daemon: Lab) -> None:
+    lab = daemon
+    since = time.time()
+    pids = {h.name: lab.pid(h.name) for h in lab.cfg.hosts}
+    fps = {"ghost": f"ghost-{since:.0f}", "localhost": f"ctrl-{since:.0f}"}
+    try:
+        for host, fp in fps.items():
+            assert _post_alerts(lab, [_alert("ServiceDown", host, "demo", fp)]) == 202
+        for host in fps:
+            pages = wait_for(f"a page for {host}", lambda host=host: _pages(lab, host, since), 90)
+            assert len(pages) == 1
+        expected = {"ghost": "is not a host of the inventory", "localhost": "is the controller"}
+        time.sleep(12)  # two looks of the watchdog: the refusal is on record, so nobody is paged again
+        for host, why in expected.items():
+            pages = _pages(lab, host, since)
+            assert len(pages) == 1, pages
+            assert why in " ".join(pages[0]["summary"].split())
+        store = Store(str(lab.cfg.path("store.db")))
+        try:
+            recorded = {o["target"]: o["outcome"] for o in store.outcomes("service_down", 50) if o["at"] >= since}
+        finally:
+            store.close()
+        assert recorded == {"ghost": "escalated", "localhost": "escalated"}, recorded
+        assert {h.name: lab.pid(h.name) for h in lab.cfg.hosts} == pids, "no action anywhere"
+    finally:
+        for host, fp in fps.items():
+            _post_alerts(lab, [_alert("ServiceDown", host, "demo", fp, "resolved")])
+
+
+def test_three_symptoms_at_once_inferred_as_a_cascade_are_one_page_not_silence(daemon: Lab) -> None:
+    lab = daemon
+    since = time.time()
+    fps = [f"cascade-{h}-{since:.0f}" for h in ("h1", "h2", "h3")]
+    alerts = [_alert("DependencyDown", h, "demo", fp) for h, fp in zip(("h1", "h2", "h3"), fps, strict=True)]
+    try:
+        assert _post_alerts(lab, alerts) == 202
+
+        def cascade_pages() -> list[dict[str, Any]]:
+            return [p for p in _pages(lab, "postgres", since) if "unknown cascade" in p["summary"]]
+
+        wait_for("the cascade's page", cascade_pages, 60)
+        time.sleep(8)
+        assert len(cascade_pages()) == 1, "one page for the cascade, not one per symptom"
+        assert all(not _pages(lab, h, since) for h in ("h1", "h2", "h3")), "no page per symptom"
+    finally:
+        _post_alerts(lab, [{**a, "status": "resolved"} for a in alerts])
+
+
+def test_a_daemon_that_stays_down_is_paged_by_alertmanager_directly(daemon: Lab) -> None:
+    lab = daemon
+    since = time.time()
+
+    def platform_pages() -> list[str]:
+        path = lab.cfg.path("notifications.jsonl")
+        found = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            page = json.loads(line)
+            if page.get("path") == "/platform" and page["received_at"] >= since:
+                found += [a["labels"]["alertname"] for a in page["body"].get("alerts", [])
+                          if a.get("status") == "firing"]
+        return found
+
+    stopped = lab.labctl("daemon", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        found = wait_for("Alertmanager to page a human about the daemon", platform_pages, 180, 1)
+        print(f"daemon down: Alertmanager paged {found} {time.time() - since:.0f}s after the stop")
+        assert "SelfhealDaemonDown" in found
+    finally:
+        started = lab.labctl("daemon", "start")
+        assert started.returncode == 0, started.stderr
+
+
+def test_a_locked_store_changes_nothing_and_pages_once_naming_the_store(daemon: Lab) -> None:
+    import sqlite3
+
+    lab, target = daemon, "h3"
+    lab.wait_until_free(target)
+    since = time.time()
+    lock = sqlite3.connect(str(lab.cfg.path("store.db")), isolation_level=None, timeout=10)
+    lock.execute("BEGIN EXCLUSIVE")  # another process holds the store: nobody else can write it
+    try:
+        chaos = lab.playbook("selfheal.core.chaos_service_crash", "-e", f"selfheal_target={target}")
+        assert chaos.returncode == 0, chaos.stdout + chaos.stderr
+        pages = wait_for(f"a page for {target}", lambda: _pages(lab, target, since), 120, 1)
+        assert "store" in pages[0]["summary"] and "locked" in pages[0]["summary"], pages[0]["summary"]
+        # past the incident's deadline and a look of the watchdog: the journaled outcome stops a second page
+        time.sleep(max(0.0, since + _deadline() + 15 - time.time()))
+        assert len(_pages(lab, target, since)) == 1, _pages(lab, target, since)
+        assert lab.pid(target) is None, "nothing was changed while the guard could not decide"
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+    def caught_up() -> bool:
+        store = Store(str(lab.cfg.path("store.db")))
+        try:
+            return any(o["outcome"] == "escalated" and o["target"] == target and o["at"] >= since
+                       for o in store.outcomes("service_down", 50))
+        finally:
+            store.close()
+
+    wait_for("the record to catch up once the store is back", caught_up, 60, 1)
+    lab.svc(target, "start")  # the human who was paged

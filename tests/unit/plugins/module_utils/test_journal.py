@@ -1,0 +1,42 @@
+"""The journal keeps what the store could not take, and hands it over once the store is back."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.selfheal.core.plugins.module_utils import journal
+from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+
+
+@pytest.fixture(autouse=True)
+def _journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SELFHEAL_JOURNAL_DIR", str(tmp_path / "journal"))
+
+
+def _record(iid: str, outcome: str = "escalated") -> dict[str, object]:
+    return {"incident_id": iid, "incident_type": "service_down", "targets": ["h1"], "mode": "auto",
+            "outcome": outcome, "holder": "run-1", "at": 100.0, "summary": {"why": "store locked"}}
+
+
+def test_what_waits_is_read_beside_the_store_and_replayed_into_it_once(tmp_path: Path) -> None:
+    target = str(tmp_path / "store.db")
+    path = journal.append(target, _record("a"))
+    journal.append(target, _record("b", "verified"))
+    Path(path).write_text(Path(path).read_text() + '{"torn')  # a crash in the middle of a write
+    assert journal.outcomes(target, ["a", "c"]) == {"a": "escalated"}
+    store = Store(target)
+    try:
+        assert journal.replay(store) == 2
+        assert journal.replay(store) == 0, "replayed once"
+        assert sorted((o["incident_id"], o["outcome"]) for o in store.outcomes("service_down")) == [
+            ("a", "escalated"), ("b", "verified")]
+        assert [e["details"]["journaled"] for e in store.audit_trail()] == [True, True]
+    finally:
+        store.close()
+    assert journal.records(target) == []
+
+
+def test_journals_of_different_stores_are_apart(tmp_path: Path) -> None:
+    journal.append(str(tmp_path / "one.db"), _record("a"))
+    assert journal.outcomes(str(tmp_path / "two.db"), ["a"]) == {}

@@ -1,0 +1,137 @@
+"""The watchdog, property-tested: whatever happens to runs, the store and time, every incident ends
+verified, resolved by itself or paged within its bound, and none is paged twice."""
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.selfheal.core.plugins.module_utils.watchdog import RunState, Watchdog
+
+DEADLINE = 60.0
+INTERVAL = 5.0
+
+
+def incident(iid: str, **kw: Any) -> dict[str, Any]:
+    return {"id": iid, "type": "service_down", "mode": "auto", "playbook": "p", "never_automate": False,
+            "root": {"host": "h1", "name": "demo@h1"}, **kw}
+
+
+def test_a_run_that_records_an_outcome_ends_the_watch_without_a_page() -> None:
+    dog = Watchdog()
+    dog.open(incident("a"), DEADLINE, 0)
+    assert dog.tick(10, {"a": RunState(running=True)}) == []
+    assert dog.tick(100, {"a": RunState(outcome="verified")}) == []
+    assert dog.pending() == []
+
+
+def test_a_dead_run_is_resumed_once_then_paged_once() -> None:
+    dog = Watchdog()
+    dog.open(incident("a"), DEADLINE, 0)
+    assert dog.tick(59, {}) == []
+    [resume] = dog.tick(61, {"a": RunState()})
+    assert resume.kind == "resume" and "resumed (1 of 1)" in resume.why
+    assert dog.tick(100, {"a": RunState()}) == []
+    [page] = dog.tick(122, {"a": RunState()})
+    assert page.kind == "page" and "even after 1 resume" in page.why
+    assert dog.tick(500, {"a": RunState()}) == [], "exactly once"
+
+
+def test_a_run_that_died_midway_is_resumed_at_once_not_at_the_deadline() -> None:
+    dog = Watchdog()
+    dog.open(incident("a"), DEADLINE, 0)
+    assert dog.tick(5, {"a": RunState(running=True)}) == []
+    [resume] = dog.tick(20, {"a": RunState(died=True)})
+    assert resume.kind == "resume" and "its process died" in resume.why
+    assert dog.tick(30, {"a": RunState(died=True)}) == [], "resumed once"
+    [page] = dog.tick(81, {"a": RunState(died=True)})
+    assert page.kind == "page"
+
+
+def test_an_unreadable_store_is_paged_as_the_cause() -> None:
+    dog = Watchdog()
+    dog.open(incident("a"), DEADLINE, 0)
+    [page] = dog.tick(61, {"a": RunState(unknown="store /x is locked by another process")})
+    assert page.kind == "page" and "the store cannot be read (store /x is locked" in page.why
+
+
+def test_what_no_automation_handles_is_paged_at_once() -> None:
+    dog = Watchdog()
+    dog.open(incident("c", type="unknown_cascade", never_automate=True, inferred_root=True,
+                      root={"name": "postgres"}), DEADLINE, 0)
+    dog.open(incident("o", mode="observe"), DEADLINE, 0)
+    dog.open(incident("u", type="unclassified", playbook=None), DEADLINE, 0)
+    pages = {a.incident_id: a.why for a in dog.tick(0, {})}
+    assert set(pages) == {"c", "o", "u"}
+    assert "unknown cascade is never automated" in pages["c"] and "observe mode" in pages["o"]
+    assert "no automatic remediation" in pages["u"]
+
+
+def test_the_watch_list_survives_a_restart() -> None:
+    dog = Watchdog()
+    dog.open(incident("a"), DEADLINE, 0)
+    assert [a.kind for a in dog.tick(61, {})] == ["resume"]
+    again = Watchdog()
+    again.load_state(dog.to_state())
+    assert [a.kind for a in again.tick(122, {})] == ["page"], "the resume is not repeated after a restart"
+
+
+_step = st.tuples(st.sampled_from(["run", "finish", "crash", "store_down", "store_up", "resolve", "wait"]),
+                  st.integers(0, 4), st.floats(0, 40))
+
+
+@settings(max_examples=400, deadline=None)
+@given(steps=st.lists(_step, max_size=60), restarts=st.sets(st.integers(0, 60), max_size=3))
+def test_every_incident_ends_within_its_bound_and_is_paged_at_most_once(
+        steps: list[tuple[str, int, float]], restarts: set[int]) -> None:
+    dog = Watchdog()
+    now = 0.0
+    opened: dict[str, float] = {}
+    runs: dict[str, RunState] = {}  # what the store holds of each incident
+    store_up = True
+    resolved: set[str] = set()
+    pages: dict[str, int] = {}
+
+    def look() -> None:
+        states = {i: (runs.get(i, RunState()) if store_up else RunState(unknown="down")) for i in dog.pending()}
+        for action in dog.tick(now, states):
+            if action.kind == "page":
+                pages[action.incident_id] = pages.get(action.incident_id, 0) + 1
+
+    for n, (what, k, dt) in enumerate(steps):
+        iid = f"i{k}"
+        if iid not in opened:
+            opened[iid] = now
+            dog.open(incident(iid), DEADLINE, now)
+        elif what == "run" and iid not in resolved and runs.get(iid, RunState()).outcome is None:
+            runs[iid] = RunState(running=True)
+        elif what == "finish" and runs.get(iid, RunState()).running:
+            runs[iid] = RunState(outcome="verified")
+        elif what == "crash" and runs.get(iid, RunState()).running:
+            runs[iid] = RunState(died=True)  # the run died with its daemon: its lease expires, no outcome
+        elif what == "store_down":
+            store_up = False
+        elif what == "store_up":
+            store_up = True
+        elif what == "resolve":
+            resolved.add(iid)
+            dog.close(iid)
+        if n in restarts:  # the daemon restarts: the watch list comes back from the saved state
+            saved = dog.to_state()
+            dog = Watchdog()
+            dog.load_state(saved)
+        end = now + dt
+        while now < end:
+            now = min(end, now + INTERVAL)
+            look()
+    # then nothing more happens: runs that were live die, and time passes
+    runs = {i: (RunState() if s.running else s) for i, s in runs.items()}
+    for _tick in range(int(3 * DEADLINE / INTERVAL) + 2):
+        now += INTERVAL
+        look()
+    for iid in opened:
+        ended = iid in resolved or runs.get(iid, RunState()).outcome is not None or pages.get(iid, 0) == 1
+        assert ended, f"{iid} ended in silence"
+        assert pages.get(iid, 0) <= 1, f"{iid} paged {pages[iid]} times"
+    assert dog.pending() == []
