@@ -126,7 +126,8 @@ def burn_from_ratios(spec: SloSpec,
 def seconds(window: str) -> float:
     """A Prometheus duration in seconds."""
     match = DURATION.fullmatch(_check_duration(window))
-    assert match is not None
+    if match is None:  # _check_duration has refused it already
+        raise SloError(f"window {window!r} is not a Prometheus duration")
     return int(match["count"]) * _UNIT_SECONDS[match["unit"]]
 
 

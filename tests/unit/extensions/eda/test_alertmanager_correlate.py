@@ -163,7 +163,7 @@ def test_the_watchdog_pages_what_no_automation_handles_straight_from_the_source(
 
     async def body(post: Client, queue: asyncio.Queue[Any]) -> None:
         assert (await post({"alerts": [alert("DiskNoise", "h7", "disk")]})).status == 202
-        events = [await asyncio.wait_for(queue.get(), 5) for _ in range(2)]
+        events = [await asyncio.wait_for(queue.get(), 5) for attempt in range(2)]
         assert [e["kind"] for e in events] == ["incident_opened", "incident_escalated"]
         assert "no automatic remediation" in events[1]["why"]
         for _attempt in range(50):
