@@ -22,6 +22,8 @@ _MAX_KEY = 256
 # How a value cut to _MAX_TEXT characters ends: what was cut is visible, and its length kept.
 TRUNCATED = " …[truncated by selfheal: {length} characters]"
 TRUNCATED_KEY = "selfheal_truncated"
+_FIRST = datetime(1, 1, 2, tzinfo=timezone.utc).timestamp()  # what utc_iso() can print
+_LAST = datetime(9999, 12, 30, tzinfo=timezone.utc).timestamp()
 _HOST_PORT = re.compile(r"^\[?(?P<host>[^\[\]]+?)\]?(?::\d+)?$")
 
 
@@ -91,8 +93,8 @@ def parse_time(value: Any) -> float | None:
     if isinstance(value, bool):
         raise SignalError(f"not a time: {value!r}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise SignalError(f"not a time: {value!r}")
+        if not math.isfinite(value) or not _FIRST <= value <= _LAST:
+            raise SignalError(f"not a time: {value!r} (Unix seconds of the years 1 to 9999)")
         return float(value)
     if not isinstance(value, str) or len(value) > 64:
         raise SignalError(f"not a time: {str(value)[:64]!r}")
@@ -108,7 +110,13 @@ def parse_time(value: Any) -> float | None:
         raise SignalError(f"not an RFC 3339 time: {value!r}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+    try:
+        stamp = parsed.timestamp()
+    except (OverflowError, ValueError) as exc:
+        raise SignalError(f"not a time: {value!r}") from exc
+    if not _FIRST <= stamp <= _LAST:
+        raise SignalError(f"not a time: {value!r} (years 1 to 9999)")
+    return stamp
 
 
 def strip_port(host: str) -> str:

@@ -218,3 +218,39 @@ def test_a_locked_store_changes_nothing_and_pages_once_naming_the_store(daemon: 
 
     wait_for("the record to catch up once the store is back", caught_up, 60, 1)
     lab.svc(target, "start")  # the human who was paged
+
+
+def test_an_emoji_alert_is_healed_like_any_other_and_its_text_kept(daemon: Lab) -> None:
+    from ansible_collections.selfheal.core.extensions.eda.plugins.event_source.alertmanager import saved_state
+
+    lab, target = daemon, "h2"
+    lab.wait_until_free(target)
+    since = time.time()
+    summary = "demo on h2 is down \U0001F525 (Ünïcode ✓)"
+    alert = {**_alert("ServiceDown", target, "demo", f"emoji-{since:.0f}"),
+             "annotations": {"summary": summary, "runbook": "\U0001F4D6 restart it"}}
+    alert["labels"]["team"] = "sre \U0001F680"
+    assert lab.svc(target, "stop").returncode == 0
+    try:
+        assert _post_alerts(lab, [alert]) == 202  # before Prometheus's own alert: this one is the root
+
+        def received() -> dict[str, Any] | None:
+            entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
+            return next((e for e in entries if e["target"] == target and e["stage"] == "alert_received"
+                         and e["at"] >= since - 5 and e["details"]["summary"].startswith(summary)), None)
+
+        wait_for("the emoji alert to reach the playbook intact", received, 90)
+        wait_for(f"{target} healed", lambda: _healthy(lab, target), 90)
+        store = Store(str(lab.cfg.path("store.db")))
+        try:
+            incidents = saved_state(store)["correlator"]["incidents"]
+        finally:
+            store.close()
+        roots = [i["root_signal"] for i in incidents if (i.get("root_signal") or {}).get("fingerprint")
+                 == alert["fingerprint"]]
+        assert roots and roots[0]["annotations"]["summary"] == summary
+        assert roots[0]["labels"]["team"] == "sre \U0001F680", "the store keeps the text intact"
+    finally:
+        _post_alerts(lab, [{**alert, "status": "resolved"}])
+        if not _healthy(lab, target):
+            lab.svc(target, "start")

@@ -641,7 +641,7 @@ class _Server:
         kind = (given or "").split(";", 1)[0].strip().lower()
         if kind in JSON_TYPES or kind.endswith("+json"):
             return
-        if given is None and not self.pipeline.json_content_type_required:
+        if not given and not self.pipeline.json_content_type_required:  # none, or an empty one
             return
         raise Refused(415, f"send the body as JSON with the header 'Content-Type: application/json' "
                            f"(got {kind or 'no content type'})")

@@ -357,3 +357,45 @@ def test_no_secret_reaches_events_or_logs(caplog: pytest.LogCaptureFixture, tmp_
     for secret in (TOKEN, SECRET, "guessed-token"):
         assert secret not in text
     assert "refused an unauthenticated request" in caplog.text
+
+
+def test_the_webhook_takes_ansible_edas_hmac_scheme_when_told_and_never_shares_its_header() -> None:
+    import base64
+    import hashlib
+    import hmac as hmac_lib
+
+    secret = "an-eda-style-shared-secret"
+    raw = json.dumps({"hello": "world"}).encode()
+    hexsig = hmac_lib.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+
+    async def body(post: Client, queue: Any) -> None:
+        assert (await post(raw, path="/events", headers={"X-Hub-Signature-256": f"sha256={hexsig}"})).status == 202
+        assert (await post(raw, path="/events", headers={"X-Hub-Signature-256": hexsig})).status == 202
+        assert (await post(raw + b" ", path="/events", headers={"X-Hub-Signature-256": hexsig})).status == 401
+        ours = signed(raw, secret=secret)  # our timestamped scheme is not taken in eda mode
+        assert (await post(raw, path="/events", headers=ours)).status == 401
+        events = await drain(queue, 2)
+        assert all(e["payload"] == {"hello": "world"} for e in events)
+        assert all("X-Hub-Signature-256" not in e["meta"]["headers"] for e in events), "no signature in events"
+
+    serve(webhook.main, {"hmac_secret": secret, "hmac_scheme": "eda"}, body)
+
+    b64sig = base64.b64encode(hmac_lib.new(secret.encode(), raw, hashlib.sha512).digest()).decode()
+
+    async def base64_body(post: Client, queue: Any) -> None:
+        assert (await post(raw, path="/events", headers={"X-Hub-Signature-512": b64sig})).status == 202
+        assert (await post(raw, path="/events", headers={"X-Hub-Signature-256": hexsig})).status == 401
+
+    serve(webhook.main, {"hmac_secret": secret, "hmac_scheme": "eda", "hmac_algo": "sha512", "hmac_format": "base64",
+                         "hmac_header": "X-Hub-Signature-512"}, base64_body)
+
+
+def test_a_body_without_content_type_is_taken_by_the_webhook_when_it_is_json() -> None:
+    async def body(post: Client, queue: Any) -> None:
+        assert (await post(b'{"a": 1}', path="/events", headers={"Content-Type": ""})).status == 202
+        assert (await post(b'{"a": 1}', path="/events", headers={"Content-Type": "text/plain"})).status == 415
+        assert (await post(b"not json", path="/events", headers={"Content-Type": ""})).status == 400
+        [event] = await drain(queue, 1)
+        assert event["payload"] == {"a": 1}
+
+    serve(webhook.main, {}, body)

@@ -98,7 +98,8 @@ def test_parse_time(text: object, expected: float | None) -> None:
     assert parse_time(text) == expected
 
 
-@pytest.mark.parametrize("bad", [float("nan"), True, "x" * 100, {"a": 1}])
+@pytest.mark.parametrize("bad", [float("nan"), True, "x" * 100, {"a": 1}, 253402300800, -1e15,
+                                 "9999-12-31T23:59:59-01:00"])
 def test_parse_time_rejects_non_times(bad: object) -> None:
     with pytest.raises(SignalError):
         parse_time(bad)
