@@ -75,15 +75,18 @@ class Lab:
         path = self.cfg.path("store.db")
         if not path.exists():
             return
-        store = Store(str(path))
-        try:
-            busy_until = store.cooldowns([host]).get(host, 0.0)
-            lease = store.leases([host]).get(host)
-            if lease is not None:
-                busy_until = max(busy_until, lease[1])
-        finally:
-            store.close()
-        if busy_until > time.time():
+        deadline = time.time() + 600
+        while time.time() < deadline:  # looked at again after each wait: a live run sets its cooldown late
+            store = Store(str(path))
+            try:
+                busy_until = store.cooldowns([host]).get(host, 0.0)
+                lease = store.leases([host]).get(host)
+                if lease is not None:
+                    busy_until = max(busy_until, lease[1])
+            finally:
+                store.close()
+            if busy_until <= time.time():
+                return
             time.sleep(busy_until - time.time() + 0.5)
 
     def playbook(self, name: str, *args: str, timeout: float = 300,

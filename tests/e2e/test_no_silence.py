@@ -241,7 +241,13 @@ def test_an_emoji_alert_is_healed_like_any_other_and_its_text_kept(daemon: Lab) 
                          and e["at"] >= since - 5 and e["details"]["summary"].startswith(summary)), None)
 
         wait_for("the emoji alert to reach the playbook intact", received, 90)
-        wait_for(f"{target} healed", lambda: _healthy(lab, target), 90)
+
+        def verified() -> bool:
+            entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
+            return any(e["target"] == target and e["stage"] == "verified_healthy" and e["at"] >= since
+                       for e in entries)
+
+        wait_for(f"{target} healed and verified", lambda: verified() and _healthy(lab, target), 90)
         store = Store(str(lab.cfg.path("store.db")))
         try:
             incidents = saved_state(store)["correlator"]["incidents"]
@@ -255,3 +261,4 @@ def test_an_emoji_alert_is_healed_like_any_other_and_its_text_kept(daemon: Lab) 
         _post_alerts(lab, [{**alert, "status": "resolved"}])
         if not _healthy(lab, target):
             lab.svc(target, "start")
+        lab.wait_until_free(target)  # the run's cooldown: the next test starts on a free host
