@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "lab"))
 
-from rulebook import Daemon  # noqa: E402 (a real ansible-rulebook on a rulebook of our own)
+from rulebook import Daemon, free_port  # noqa: E402 (a real ansible-rulebook on a rulebook of our own)
 
 sys.path.insert(0, str(REPO / ".build" / "collections"))
 
@@ -135,12 +135,6 @@ def burst(payloads: list[dict[str, Any]], seed: int = 7) -> list[list[dict[str, 
                  "alerts": [{**a, "status": "resolved", "endsAt": "2026-11-23T10:05:00Z"} for a in p["alerts"]]}
                 for p in payloads]
     return [payloads, resend, resolved]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _rulebook(kind: str, port: int, workdir: Path, runs_file: Path) -> Path:
@@ -237,7 +231,7 @@ def run(kind: str, waves: list[list[dict[str, Any]]], args: argparse.Namespace) 
     with tempfile.TemporaryDirectory(prefix=f"storm-{kind}-") as tmp:
         workdir = Path(tmp)
         runs_file = workdir / "runs.log"
-        port = _free_port()
+        port = free_port()
         daemon = Daemon(_rulebook(kind, port, workdir, runs_file), workdir, port)
         try:
             daemon.start()
