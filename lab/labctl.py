@@ -644,7 +644,8 @@ def _service_spec(cfg: Config, host: Host, service: str) -> dict[str, object]:
         dependency = ["--dependency", f"{db.address}:{PG_PORT}"] if db is not None else []
         return {
             "cmd": [sys.executable, str(SERVICES / "demo_service.py"), "--host-name", host.name,
-                    "--listen", f"{host.address}:{DEMO_PORT}", *dependency],
+                    "--listen", f"{host.address}:{DEMO_PORT}", *dependency,
+                    "--relapse-file", str(hdir / "demo.relapse")],
             "ready": lambda: _http_ok(f"http://{host.address}:{DEMO_PORT}/"),
             "marker": f"{host.address}:{DEMO_PORT}",
         }

@@ -7,6 +7,9 @@ Endpoints:
   /metrics   Prometheus text format: demo_up, demo_healthy, demo_requests_total
   /fault     POST ?healthy=0|1 flips the health state (chaos for later scenarios)
 
+With --relapse-file, a file that holds a number N makes every start of the
+service crash N seconds later (a fix that verifies and does not hold).
+
 Standard library only: it runs under the lab hosts' system python3.
 """
 from __future__ import annotations
@@ -125,14 +128,32 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _relapse(path: str | None) -> None:
+    """Crash (exit 1, no clean-up) N seconds after start while `path` holds N."""
+    try:
+        with open(path or "", encoding="utf-8") as fh:
+            after = float(fh.read().strip())
+    except (OSError, ValueError):
+        return
+
+    def crash() -> None:
+        time.sleep(after)
+        logger.error("relapse: crashing %.1fs after start, as %s says", after, path)
+        os._exit(1)
+
+    threading.Thread(target=crash, daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host-name", required=True, help="lab host name, e.g. h1")
     parser.add_argument("--listen", required=True, help="address:port to bind")
     parser.add_argument("--dependency", help="address:port of a TCP service this one needs")
+    parser.add_argument("--relapse-file", help="a file holding N: crash N seconds after each start")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logger.info("demo service on %s for %s (pid %d)", args.listen, args.host_name, os.getpid())
+    _relapse(args.relapse_file)
     return run(args.listen, _handler(_State(args.host_name, args.dependency)))
 
 

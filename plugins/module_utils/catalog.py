@@ -24,6 +24,7 @@ try:
 except ImportError:  # pragma: no cover - PyYAML ships with ansible-core
     yaml = None
 
+DEFAULT_HOLD = 30.0
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -109,6 +110,10 @@ class IncidentType:
     verify_query: str | None = None
     # seconds an incident may wait for a run to finish before the watchdog resumes it, or pages a human
     deadline: float = DEFAULT_DEADLINE
+    # seconds a verified fix stays under watch (probed) before it counts as holding
+    hold: float = DEFAULT_HOLD
+    # a healed incident sends an informational notice after the fact (not a page)
+    notice: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,8 +201,10 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
         if not isinstance(route, str) or not route:
             raise _fail(source, f"{path}.escalation.route", "must be a route name")
         deadline = _number(item, "escalation", "deadline", DEFAULT_DEADLINE, source, path, 10, 86400)
+        hold = _number(item, "verification", "hold", DEFAULT_HOLD, source, path, 0, 86400)
+        notice = _flag(item, "escalation", "notify_resolved", source, path)
         types.append(IncidentType(name, matchers, playbook, mode, description, never, policy, verify_timeout, route,
-                                  approval_timeout, slo, verify_query, deadline))
+                                  approval_timeout, slo, verify_query, deadline, hold, notice))
     windows = tuple(_parse_window(w, source, f"windows[{k}]") for k, w in enumerate(root.get("windows") or []))
     return Catalog(tuple(types), source, windows)
 
@@ -205,8 +212,8 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
 _SECTION_KEYS = {
     "blast_radius": {"percent", "max"},
     "circuit": {"failures", "target_failures", "window", "reset"},
-    "verification": {"timeout", "promql"},
-    "escalation": {"route", "deadline"},
+    "verification": {"timeout", "promql", "hold"},
+    "escalation": {"route", "deadline", "notify_resolved"},
     "approval": {"timeout"},
     "promotion": {"after", "automatic"},
     "slo": {"fast_burn", "slow_burn", "error_ratio_query", "objective", "fast_windows", "slow_windows"},

@@ -21,10 +21,45 @@ import os
 from typing import Any
 
 
-def path_for(store_target: str) -> str:
+def _local(kind: str, key: str) -> str:
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     directory = os.environ.get("SELFHEAL_JOURNAL_DIR") or os.path.join(state, "selfheal")
-    return os.path.join(directory, f"journal-{hashlib.sha256(store_target.encode()).hexdigest()[:16]}.jsonl")
+    return os.path.join(directory, f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl")
+
+
+def path_for(store_target: str) -> str:
+    return _local("journal", store_target)
+
+
+def count_page(route: str, now: float, window: float = 3600.0) -> int:
+    """Note one page sent to `route` (a receiver URL) at `now`; how many went there within `window`,
+    this one included. Kept locally, beside the journal, so that the page budget holds across the daemon
+    and every playbook run without the store (which may be what failed). 1 when it cannot be kept: a
+    budget that cannot be counted never holds a page back."""
+    path = _local("pages", route)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return 1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "r+") as fh:
+            times = []
+            for line in fh.read().split():
+                try:
+                    times.append(float(line))
+                except ValueError:
+                    continue
+            times = [t for t in times if 0 <= now - t < window] + [now]
+            fh.seek(0)
+            fh.truncate()
+            fh.write("".join(f"{t!r}\n" for t in times))
+        return len(times)
+    except OSError:
+        return 1
+    finally:
+        os.close(fd)
 
 
 def append(store_target: str, record: dict[str, Any]) -> str:

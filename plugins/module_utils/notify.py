@@ -8,9 +8,11 @@ within each receiver's limits. Sending is the module's job
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ansible_collections.selfheal.core.plugins.module_utils.sender import REDACTED
@@ -18,7 +20,10 @@ from ansible_collections.selfheal.core.plugins.module_utils.signals import utc_i
 
 FORMATS = ("generic", "slack", "pagerduty")
 SEVERITIES = ("critical", "error", "warning", "info")
-EVENT_ACTIONS = ("trigger", "acknowledge", "resolve")
+# trigger pages; acknowledge and resolve close a page; notice tells after the fact (never a page)
+EVENT_ACTIONS = ("trigger", "acknowledge", "resolve", "notice")
+# pages per receiver and hour, past which they are grouped under one key (see grouped())
+PAGE_BUDGET = 20
 SOURCE = "selfheal.core"
 
 # Slack Block Kit limits (https://api.slack.com/reference/block-kit/blocks).
@@ -82,8 +87,9 @@ class Notification:
         return [*self.links, *(link for link in (extra if isinstance(extra, list) else []) if _is_link(link))]
 
 
-def generic(n: Notification) -> dict[str, Any]:
-    """The generic webhook document: the shape the escalate role has always posted."""
+def generic(n: Notification, event_action: str = "trigger") -> dict[str, Any]:
+    """The generic webhook document: the shape the escalate role has always posted (with `event_action`
+    when it is not a page: resolve, acknowledge or notice)."""
     payload: dict[str, Any] = {
         "summary": n.summary,
         "severity": n.severity,
@@ -95,6 +101,8 @@ def generic(n: Notification) -> dict[str, Any]:
     }
     if n.links:
         payload["links"] = n.links
+    if event_action != "trigger":
+        payload["event_action"] = event_action
     return payload
 
 
@@ -108,6 +116,8 @@ def pagerduty(n: Notification, routing_key: str, event_action: str = "trigger",
     key = dedup_key or n.incident_id
     if key and len(key) > PAGERDUTY_MAX_DEDUP_KEY:
         raise NotifyError(f"dedup_key is {len(key)} characters; PagerDuty takes at most {PAGERDUTY_MAX_DEDUP_KEY}")
+    if event_action == "notice":
+        return _change_event(n, routing_key)
     if event_action != "trigger" and not key:
         raise NotifyError(f"event_action={event_action} needs incident_id or dedup_key to name the alert")
     event: dict[str, Any] = {"routing_key": routing_key, "event_action": event_action}
@@ -134,9 +144,48 @@ def pagerduty(n: Notification, routing_key: str, event_action: str = "trigger",
     return event
 
 
-def slack(n: Notification) -> dict[str, Any]:
+def _change_event(n: Notification, routing_key: str) -> dict[str, Any]:
+    """A PagerDuty Change Event (sent to the change-events endpoint, see change_url): on the service's
+    timeline, and never an alert that pages anyone."""
+    event: dict[str, Any] = {"routing_key": routing_key, "payload": {
+        "summary": _clip(n.summary, PAGERDUTY_MAX_SUMMARY, False), "source": n.target or SOURCE,
+        "timestamp": utc_iso(n.at), "custom_details": n.evidence}}
+    links = [{"href": link["href"], "text": link.get("text") or link["href"]} for link in n.all_links]
+    if links:
+        event["links"] = links
+    return event
+
+
+def change_url(url: str) -> str:
+    """The Events API v2 change-events endpoint beside an alert-events one (.../v2/enqueue)."""
+    return url[: -len("/v2/enqueue")] + "/v2/change/enqueue" if url.rstrip("/").endswith("/v2/enqueue") else url
+
+
+_SLACK_LABEL = {"resolve": (":white_check_mark:", "RESOLVED"), "acknowledge": (":eyes:", "ACKNOWLEDGED"),
+                "notice": (":white_check_mark:", "HEALED")}
+
+
+def grouped(n: Notification, route: str, count: int, budget: int = PAGE_BUDGET) -> tuple[Notification, str | None]:
+    """The page as sent when `count` pages (this one included) went to `route` within the hour.
+
+    Within the budget it is sent as it is (dedup key: its incident). Past it, pages are grouped: each is
+    still sent, marked with how many this hour, under one dedup key per route and hour, so that PagerDuty
+    folds them into one alert and a chat bridge can thread them; a storm of pages never silences one.
+    """
+    if budget <= 0 or count <= budget:
+        return n, None
+    hour = time.strftime("%Y%m%d%H", time.gmtime(n.at))
+    key = f"selfheal-grouped-{hashlib.sha256(route.encode()).hexdigest()[:12]}-{hour}"
+    note = replace(n, summary=f"[page {count} this hour on this route, over its budget of {budget}: grouped] "
+                              f"{n.summary}",
+                   evidence={**n.evidence, "grouped": {"key": key, "count": count, "budget": budget}})
+    return note, key
+
+
+def slack(n: Notification, event_action: str = "trigger") -> dict[str, Any]:
     """A Slack incoming-webhook message: fallback text and blocks, within Slack's limits."""
-    header = f"{SLACK_EMOJI[n.severity]} {n.severity.upper()}: {n.summary}"
+    emoji, label = _SLACK_LABEL.get(event_action) or (SLACK_EMOJI[n.severity], n.severity.upper())
+    header = f"{emoji} {label}: {n.summary}"
     head: list[dict[str, Any]] = [
         {"type": "header",
          "text": {"type": "plain_text", "emoji": True, "text": _clip(header, SLACK_MAX_HEADER, False)}},
@@ -164,17 +213,19 @@ def slack(n: Notification) -> dict[str, Any]:
         body = body[:room - 1]
         body.append({"type": "section", "text": _mrkdwn(
             f"_{left_out} more evidence sections left out (Slack shows at most {SLACK_MAX_BLOCKS} blocks)_")})
-    fallback = f"[{n.severity.upper()}] {n.summary}" + (f" ({n.target})" if n.target else "")
+    fallback = f"[{label}] {n.summary}" + (f" ({n.target})" if n.target else "")
     return {"text": _clip(_escape(fallback), SLACK_MAX_TEXT), "blocks": [*head, *body, *tail]}
 
 
 def build(fmt: str, n: Notification, routing_key: str | None = None, event_action: str = "trigger",
           dedup_key: str | None = None) -> dict[str, Any]:
     """The document to POST for one format."""
+    if event_action not in EVENT_ACTIONS:
+        raise NotifyError(f"event_action must be one of {', '.join(EVENT_ACTIONS)}, got {event_action!r}")
     if fmt == "generic":
-        return generic(n)
+        return generic(n, event_action)
     if fmt == "slack":
-        return slack(n)
+        return slack(n, event_action)
     if fmt == "pagerduty":
         return pagerduty(n, routing_key or "", event_action, dedup_key)
     raise NotifyError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")

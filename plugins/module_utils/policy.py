@@ -88,6 +88,8 @@ class Facts:
     failures: Sequence[float] = ()  # times automatic runs of this type failed
     target_failures: Mapping[str, Sequence[float]] = field(default_factory=dict)  # the same, per target
     circuit_escalated_at: float | None = None  # when the open circuit was escalated, if it was
+    # targets whose own open circuit a human was paged for (a flap), and when
+    target_circuit_escalated: Mapping[str, float] = field(default_factory=dict)
     windows: Sequence[Window] = ()
     burn: Burn | None = None
     burn_unknown: str | None = None  # why the burn could not be measured, when the type has an SLO
@@ -106,6 +108,11 @@ class Decision:
     batch_size: int
     circuit_open: bool
     escalate: bool
+    # held back only by what ends by itself (a cooldown, another run's lease): when to decide again
+    # instead of paging; None when a human must look (or nothing was held back)
+    retry_at: float | None = None
+    # held back only by targets whose open circuit a human was already paged for: no second page
+    already_paged: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,7 +120,8 @@ class Decision:
             "targets": list(self.targets), "skipped": dict(self.skipped),
             "batches": [list(b) for b in self.batches], "batch_size": self.batch_size,
             "serial": self.batch_size, "max_fail_percentage": 0,
-            "circuit_open": self.circuit_open, "escalate": self.escalate,
+            "circuit_open": self.circuit_open, "escalate": self.escalate, "retry_at": self.retry_at,
+            "already_paged": self.already_paged,
         }
 
 
@@ -184,6 +192,8 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
         if escalate:
             reasons.append("the circuit has just opened: escalate once")
 
+    waits: dict[str, float] = {}  # skipped targets that are free again by themselves: when
+    paged: set[str] = set()  # skipped targets whose open circuit a human already has
     for target in unique:
         covering = next((w for w in facts.windows if w.targets and w.covers(now, target)), None)
         lease = facts.leases.get(target)
@@ -194,10 +204,16 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
             skipped[target] = (f"circuit open for this target: {len(facts.target_failures[target])} failed "
                                f"automatic runs here (threshold {policy.circuit_target_failures}); "
                                "a human looks first")
+            told = facts.target_circuit_escalated.get(target)
+            if told is not None and told >= max(facts.target_failures[target]):
+                paged.add(target)
+                skipped[target] += f" (paged at {_when(told)})"
         elif until is not None and until > now:
             skipped[target] = f"cooling down until {_when(until)}"
+            waits[target] = until
         elif lease is not None and lease[0] != holder and lease[1] > now:
             skipped[target] = f"locked by {lease[0]} until {_when(lease[1])}"
+            waits[target] = lease[1]
     for target, why in skipped.items():
         reasons.append(f"{target}: {why}")
 
@@ -227,7 +243,44 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
             reasons.append("waiting for a human approval before acting")
     batches = tuple(eligible[i:i + size] for i in range(0, len(eligible), size))
     reasons.append(f"blast radius: batches of at most {size} of a group of {max(group_size, len(unique))}")
-    return Decision(mode, allowed, tuple(reasons), eligible, skipped, batches, size, is_open, escalate)
+    retry_at = None
+    if not eligible and mode in ("auto", "propose") and not escalate and set(waits) == set(skipped):
+        retry_at = min(waits.values())
+        reasons.append(f"decided again at {_when(retry_at)}, when the first target is free; no page before that")
+    already_paged = not eligible and not escalate and bool(paged) and set(paged) == set(skipped)
+    if already_paged:
+        reasons.append("a human was already paged for every held-back target: no second page")
+    return Decision(mode, allowed, tuple(reasons), eligible, skipped, batches, size, is_open, escalate, retry_at,
+                    already_paged)
+
+
+@dataclass(frozen=True)
+class Relapse:
+    """What a fix that verified and then did not hold comes to (see `relapse`)."""
+
+    flaps: bool  # the target's circuit is open now: a human takes it, nothing automatic after this
+    why: str
+
+
+def relapse(itype: str, target: str, policy: Policy, target_failures: Sequence[float], now: float,
+            hold: float) -> Relapse:
+    """A verified fix failed again within its hold window: a failed run on the target's circuit.
+
+    `target_failures` are the target's failed automatic runs of `itype`, this one included. While its
+    circuit stays closed the incident is decided again once the cooldown ends (no page yet: the next try
+    may hold); the failure that opens it makes the target a flapping one: one escalation says so, and the
+    open circuit keeps every automatic run off the target until it resets.
+    """
+    recent = [t for t in target_failures if 0 <= now - t <= policy.circuit_window]
+    if target_circuit_open(policy, target_failures, now):
+        return Relapse(True, f"{itype} on {target} flaps: the fix verified and failed again within its "
+                             f"{hold:.0f}s hold window {len(recent)} times in {policy.circuit_window:.0f}s "
+                             f"(threshold {policy.circuit_target_failures}); the target's circuit is open, "
+                             f"nothing automatic runs on it until {policy.circuit_reset:.0f}s pass without "
+                             "a failure")
+    return Relapse(False, f"{itype} on {target}: the fix verified, then failed again within its {hold:.0f}s "
+                          f"hold window ({len(recent)} of {policy.circuit_target_failures} failures that open "
+                          "the target's circuit); decided again when the cooldown ends")
 
 
 def track_record(itype: str, mode: str, outcomes: Sequence[Mapping[str, Any]], proposed: Sequence[Mapping[str, Any]],

@@ -108,7 +108,9 @@ STORE_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "store": {"type": "str", "required": True},
     "store_password": {"type": "str", "no_log": True},
 }
-FAILED_OUTCOMES = ("failed", "rolled_back", "escalated")
+# not_held: the fix verified, then failed again within the catalog's hold window (a failure on the circuit;
+# the incident is decided again when the cooldown ends)
+FAILED_OUTCOMES = ("failed", "rolled_back", "escalated", "not_held")
 OUTCOMES = ("verified", *FAILED_OUTCOMES, "rejected", "timed_out")
 _FAILED_RUN = f"mode = 'auto' AND outcome IN ({', '.join(repr(o) for o in FAILED_OUTCOMES)})"
 
@@ -224,6 +226,13 @@ class Store:
 
     # ------------------------------------------------------------------ leases
 
+    def clock(self) -> float:
+        """Now by the store's clock: leases expire by it, so that runs on hosts whose clocks disagree
+        still agree on who holds a target (PostgreSQL's clock; a SQLite file is on this host, so its own)."""
+        if self.dialect != "postgresql":
+            return time.time()
+        return float(self._exec("SELECT extract(epoch FROM clock_timestamp())")[0][0])
+
     def acquire(self, target: str, holder: str, ttl: float, now: float) -> int | None:
         """Take or renew the lease of `target`; its fencing token, or None while another run holds it."""
         rows = self._exec(
@@ -321,36 +330,60 @@ class Store:
                           (itype, since))
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    def mark_circuit_escalated(self, itype: str, at: float) -> None:
-        self._exec("INSERT INTO circuit_escalations (incident_type, at) VALUES (?, ?)", (itype, at))
+    def mark_circuit_escalated(self, itype: str, at: float, target: str | None = None) -> None:
+        """A human was paged for the open circuit of `itype` (of `itype` on `target` only, when given)."""
+        self._exec("INSERT INTO circuit_escalations (incident_type, at) VALUES (?, ?)",
+                   (itype if target is None else f"{itype}@{target}", at))
+
+    def target_circuits_escalated(self, itype: str, targets: list[str], since: float) -> dict[str, float]:
+        """When a human was last paged for the open circuit of `itype` on each of `targets` (those that were)."""
+        keys = {f"{itype}@{t}": t for t in targets}
+        rows = self._in("SELECT incident_type, max(at) FROM circuit_escalations", "incident_type", list(keys),
+                        "at >= ? GROUP BY incident_type", (since,))
+        return {keys[row[0]]: float(row[1]) for row in rows}
 
     def run_states(self, incident_ids: list[str], now: float) -> dict[str, dict[str, Any]]:
-        """What the runs of each incident came to, for the watchdog: {id: {outcome, running, waiting}}.
+        """What the runs of each incident came to, for the watchdog (see watchdog.RunState); `now` by the
+        store's clock (`clock()`), by which leases expire.
 
-        outcome: the last recorded outcome, or ``held_back`` when the guard's last decision held the run
-        back (its playbook paged a human); running: a run of it holds a live lease; waiting: its last
-        decision proposes and waits for a human; died: a run was allowed to act and ended without an
-        outcome, its lease expired (its process died with the daemon)."""
-        states: dict[str, dict[str, Any]] = {i: {"outcome": None, "running": False, "waiting": False,
-                                                 "died": False} for i in incident_ids}
-        for iid, outcome in self._in("SELECT incident_id, outcome FROM outcomes", "incident_id", incident_ids,
-                                     "1 = 1 ORDER BY at"):
-            states[iid]["outcome"] = outcome
-        for iid, text in self._in("SELECT incident_id, decision FROM decisions", "incident_id", incident_ids,
-                                  "1 = 1 ORDER BY at"):
-            decision = json.loads(text)
-            held = not decision.get("allowed") and states[iid]["outcome"] is None
-            proposes = decision.get("mode") == "propose" and bool(decision.get("targets"))
-            states[iid]["waiting"] = held and proposes
-            states[iid]["died"] = bool(decision.get("allowed")) and states[iid]["outcome"] is None
-            if held and not proposes:
-                states[iid]["outcome"] = "held_back"
+        The newest of its decisions and outcomes tells: an outcome is how its last run ended (``not_held``
+        is decided again when the target's cooldown ends: `retry_at`); a decision without an outcome after
+        it either waits for a human (a proposal), holds the run back until `retry_at` (``deferred``: a
+        cooldown or another run's lease), holds it back for a human (``held_back``: its playbook paged;
+        ``covered``: a human already paged for the same target has it), or
+        allowed a run that is live (its lease is held) or died midway (``died``: no live lease)."""
+        blank = {"outcome": None, "running": False, "waiting": False, "died": False, "retry_at": None, "at": 0.0}
+        states: dict[str, dict[str, Any]] = {i: dict(blank) for i in incident_ids}
+        newest: dict[str, tuple[float, int, Any]] = {}
+        for iid, outcome, target, at in self._in("SELECT incident_id, outcome, target, at FROM outcomes",
+                                                 "incident_id", incident_ids):
+            if iid not in newest or (float(at), 1) >= newest[iid][:2]:
+                newest[iid] = (float(at), 1, (outcome, target))
+        for iid, text, at in self._in("SELECT incident_id, decision, at FROM decisions", "incident_id", incident_ids):
+            if iid not in newest or (float(at), 0) > newest[iid][:2]:
+                newest[iid] = (float(at), 0, json.loads(text))
+        for iid, (at, is_outcome, what) in newest.items():
+            state = states[iid]
+            state["at"] = at
+            if is_outcome:
+                state["outcome"] = what[0]
+                if what[0] == "not_held":
+                    state["retry_at"] = self.cooldowns([what[1]]).get(what[1], now)
+            elif what.get("allowed"):
+                state["died"] = True  # unless its lease is live (below)
+            elif what.get("mode") == "propose" and what.get("targets"):
+                state["waiting"] = True
+            elif what.get("already_paged"):
+                state["outcome"] = "covered"  # held back for a human who was already paged for it
+            elif what.get("retry_at") is not None:
+                state["outcome"], state["retry_at"] = "deferred", float(what["retry_at"])
+            else:
+                state["outcome"] = "held_back"
         for (holder,) in self._exec("SELECT holder FROM leases WHERE expires_at > ?", (now,)):
             iid = str(holder).rsplit("-", 1)[0]
             if iid in states:
                 states[iid]["running"] = True
-        for state in states.values():  # allowed to act, no outcome, no live lease: the run died midway
-            state["died"] = state["died"] and not state["running"] and state["outcome"] is None
+                states[iid]["died"] = False
         return states
 
     # ------------------------------------------------------------------ decisions and audit

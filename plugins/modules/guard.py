@@ -148,6 +148,17 @@ decision:
     escalate:
       description: Whether a human must be paged now (never-automate type, or a circuit that has just opened).
       type: bool
+    already_paged:
+      description:
+        - Every target was held back by its own open circuit, and a human was already paged for each (for a
+          flap, or by an earlier decision), so the playbook pages nobody again.
+      type: bool
+    retry_at:
+      description:
+        - When every target was held back only by what ends by itself (a cooldown, another run's lease), the
+          time (epoch seconds, by the store's clock) at which the watchdog decides again; no page before then.
+          Null otherwise.
+      type: float
 leases:
   description: Fencing token of every lease taken, by target (empty in check mode or when not allowed).
   returned: success
@@ -186,6 +197,22 @@ approval_timeout:
   returned: success
   type: float
   sample: 900.0
+hold:
+  description:
+    - Seconds a verified fix of this type stays under watch (C(verification.hold)); a failure within it fails
+      the run (outcome C(not_held)) and counts on the target's circuit.
+  returned: success
+  type: float
+  sample: 30.0
+notify_resolved:
+  description: Whether a healed incident of this type sends an informational notice (C(escalation.notify_resolved)).
+  returned: success
+  type: bool
+deadline:
+  description: Seconds a run of this type may take before the watchdog resumes it or pages (C(escalation.deadline)).
+  returned: success
+  type: float
+  sample: 300.0
 """
 
 import os
@@ -249,7 +276,7 @@ def _heartbeat(p: dict[str, Any], holder: str, leases: dict[str, int]) -> None:
                 continue  # not renewed: if the store stays away the lease expires and the run is fenced off
             try:
                 for target, token in list(live.items()):
-                    if not store.renew(target, holder, token, p["lease_ttl"], time.time()):
+                    if not store.renew(target, holder, token, p["lease_ttl"], store.clock()):
                         del live[target]  # released by the run, or lost: nothing more to renew
             except StoreError:
                 pass
@@ -260,7 +287,6 @@ def _heartbeat(p: dict[str, Any], holder: str, leases: dict[str, int]) -> None:
 
 
 def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
-    now = p["now"] if p["now"] is not None else time.time()
     holder = p["holder"] or p["incident_id"]
     try:
         catalog = load_catalog(p["catalog"])
@@ -275,6 +301,8 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     leases: dict[str, int] = {}
     try:
         store = Store(p["store"], password=p["store_password"])
+        # leases expire by the store's clock, so the decision is made by it too
+        now = p["now"] if p["now"] is not None else store.clock()
     except StoreError as exc:
         raise ModuleError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
     try:
@@ -289,6 +317,7 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             failures=failures,
             target_failures=store.failures_by_target(itype.name, targets, since=now - policy.lookback),
             circuit_escalated_at=store.circuit_escalated_at(itype.name, since=now - policy.circuit_reset),
+            target_circuit_escalated=store.target_circuits_escalated(itype.name, targets, since=now - policy.lookback),
             windows=catalog.windows,
             burn=burn,
             burn_unknown=burn_unknown,
@@ -310,6 +339,10 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                 result["allowed"] = bool(leases)
             if decision.escalate and decision.circuit_open:
                 store.mark_circuit_escalated(itype.name, now)
+            if not decision.allowed and not decision.already_paged:  # this decision pages for these targets
+                for target, why in decision.skipped.items():
+                    if why.startswith("circuit open for this target"):
+                        store.mark_circuit_escalated(itype.name, now, target)
             store.record_decision(p["incident_id"], itype.name, holder, result, now)
             store.audit("decided", holder, {"decision": result, "leases": leases}, p["incident_id"], now)
     except StoreError as exc:
@@ -320,7 +353,8 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         _heartbeat(p, holder, leases)
     return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder,
             "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout,
-            "approval_timeout": itype.approval_timeout, "burn": burn_details, "verify_query": itype.verify_query}
+            "approval_timeout": itype.approval_timeout, "burn": burn_details, "verify_query": itype.verify_query,
+            "hold": itype.hold, "notify_resolved": itype.notice, "deadline": itype.deadline}
 
 
 ARGUMENT_SPEC = {

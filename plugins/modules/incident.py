@@ -15,6 +15,13 @@ description:
     the lease. A run whose lease was taken over by a newer run is fenced off
     and changes nothing but the record of its outcome.
   - With O(action=audit), appends one event to the append-only audit trail.
+  - With O(action=fence), fails unless the run still holds every target's lease with its fencing token,
+    by the store's clock. A run calls it before each change, so a run that could not renew its lease (its
+    heartbeat lost the store, or the lease was taken over) stops before its next change.
+  - O(outcome=not_held) is a fix that verified and then failed again within the catalog's hold window. It
+    counts on the target's circuit. The failure that opens the circuit is recorded as C(escalated), with
+    C(flaps) true in RV(relapse), and the playbook pages a human that the target flaps. Before that, no page; the
+    watchdog decides the incident again when the cooldown ends.
   - Outcomes feed the circuit breaker (failed automatic runs) and the track
     record of the incident type (see M(selfheal.core.incident_info)).
 author:
@@ -32,7 +39,7 @@ options:
   action:
     description: What to record.
     type: str
-    choices: [finish, audit]
+    choices: [finish, audit, fence]
     default: finish
   incident_id:
     description: Id of the incident.
@@ -57,7 +64,7 @@ options:
   outcome:
     description: Outcome of the run (O(action=finish)).
     type: str
-    choices: [verified, failed, rolled_back, escalated, rejected, timed_out]
+    choices: [verified, failed, rolled_back, escalated, not_held, rejected, timed_out]
   mode:
     description: Mode the run took (C(auto) runs count for the circuit breaker).
     type: str
@@ -71,6 +78,11 @@ options:
     description: Seconds of cooldown on each target after a run that acted.
     type: float
     default: 300
+  catalog:
+    description:
+      - Path of the catalog, for the circuit and hold window of O(incident_type). Required with
+        O(outcome=not_held).
+    type: path
   event:
     description: Name of the audit event (O(action=audit)).
     type: str
@@ -130,13 +142,24 @@ fenced_out:
   returned: action=finish
   type: list
   elements: str
+outcome:
+  description: The outcome recorded (C(escalated) when a fix that did not hold made the target flap).
+  returned: action=finish
+  type: str
+relapse:
+  description: With O(outcome=not_held), whether the target now flaps (C(flaps)) and why, in words (C(why)).
+  returned: outcome=not_held
+  type: dict
+  sample: {flaps: true, why: "service_down on web1 flaps: ..."}
 """
 
 import time
 from typing import Any
 
 from ansible_collections.selfheal.core.plugins.module_utils import journal
+from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError, load_catalog
 from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
+from ansible_collections.selfheal.core.plugins.module_utils.policy import Relapse, relapse
 from ansible_collections.selfheal.core.plugins.module_utils.store import (
     OUTCOMES,
     STORE_ARGUMENT_SPEC,
@@ -145,17 +168,52 @@ from ansible_collections.selfheal.core.plugins.module_utils.store import (
 )
 
 
+def _fence(p: dict[str, Any]) -> dict[str, Any]:
+    """Fail unless the run still holds each target's lease: it stops before its next change."""
+    try:
+        store = Store(p["store"], password=p["store_password"], timeout=2.0)
+        try:
+            now = store.clock()
+            lost = [t for t in p["targets"]
+                    if p["tokens"].get(t) is None or not store.fenced(t, p["holder"], int(p["tokens"][t]), now)]
+        finally:
+            store.close()
+    except StoreError as exc:
+        raise ModuleError(f"the lease cannot be checked, so the run stops before its next change: {exc}") from exc
+    if lost:
+        raise ModuleError(f"the lease of {', '.join(lost)} is no longer held by {p['holder']} (it expired or was "
+                          "taken over): the run stops before its next change")
+    return {"changed": False, "held": p["targets"]}
+
+
+def _relapse(p: dict[str, Any], store: Store, target: str, now: float) -> Relapse:
+    try:
+        itype = load_catalog(p["catalog"]).get(p["incident_type"])
+    except PolicyFileError as exc:
+        raise ModuleError(f"outcome=not_held: {exc}") from exc
+    if itype is None:
+        raise ModuleError(f"outcome=not_held: incident type {p['incident_type']!r} is not in {p['catalog']}")
+    policy = itype.policy
+    failures = store.failures_by_target(itype.name, [target], since=now - policy.lookback).get(target, [])
+    return relapse(itype.name, target, policy, [*failures, now], now, itype.hold)
+
+
 def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     if p["action"] == "audit":
         if not p["event"]:
             raise ModuleError("action=audit needs event (the name of what happened)")
+    elif p["action"] == "fence":
+        return _fence(p)
     elif not p["incident_type"] or not p["outcome"]:
         raise ModuleError("action=finish needs incident_type and outcome")
+    elif p["outcome"] == "not_held" and not p["catalog"]:
+        raise ModuleError("outcome=not_held needs catalog (the circuit and hold window of the incident type)")
     if check_mode:
         return {"changed": True, "recorded": [], "released": [], "fenced_out": []}
     now = time.time()
     try:
         store = Store(p["store"], password=p["store_password"])
+        now = store.clock()
         journal.replay(store)  # what earlier runs could not record catches up first
     except StoreError as exc:
         return _journaled(p, now, exc)
@@ -166,8 +224,14 @@ def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         if p["action"] == "audit":
             store.audit(p["event"], p["holder"], p["details"], p["incident_id"], now)
             return {"changed": True}
+        outcome, relapsed = p["outcome"], None
         for target in p["targets"]:
-            store.record_outcome(p["incident_id"], p["incident_type"], target, p["mode"], p["outcome"], now)
+            if p["outcome"] == "not_held":
+                relapsed = _relapse(p, store, target, now)
+                outcome = "escalated" if relapsed.flaps else "not_held"
+                if relapsed.flaps:  # the playbook pages that it flaps: later decisions on it page nobody again
+                    store.mark_circuit_escalated(p["incident_type"], now, target)
+            store.record_outcome(p["incident_id"], p["incident_type"], target, p["mode"], outcome, now)
             recorded.append(target)
             token = p["tokens"].get(target)
             if token is None:
@@ -179,8 +243,9 @@ def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                 store.set_cooldown(target, now + p["cooldown"])
             store.release(target, p["holder"], int(token))
             released.append(target)
-        summary = {"outcome": p["outcome"], "mode": p["mode"], "acted": p["acted"], "released": released,
-                   "fenced_out": fenced_out, **({"evidence": p["details"]} if p["details"] else {})}
+        summary = {"outcome": outcome, "mode": p["mode"], "acted": p["acted"], "released": released,
+                   "fenced_out": fenced_out, **({"evidence": p["details"]} if p["details"] else {}),
+                   **({"relapse": {"flaps": relapsed.flaps, "why": relapsed.why}} if relapsed else {})}
         store.audit("finished", p["holder"], summary, p["incident_id"], now)
     except StoreError as exc:
         if recorded or p["action"] == "audit":
@@ -188,7 +253,11 @@ def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         return _journaled(p, now, exc)
     finally:
         store.close()
-    return {"changed": True, "recorded": recorded, "released": released, "fenced_out": fenced_out}
+    result = {"changed": True, "recorded": recorded, "released": released, "fenced_out": fenced_out,
+              "outcome": outcome}
+    if relapsed is not None:
+        result["relapse"] = {"flaps": relapsed.flaps, "why": relapsed.why}
+    return result
 
 
 def _journaled(p: dict[str, Any], now: float, exc: StoreError) -> dict[str, Any]:
@@ -210,7 +279,7 @@ def _journaled(p: dict[str, Any], now: float, exc: StoreError) -> dict[str, Any]
 
 ARGUMENT_SPEC = {
     **STORE_ARGUMENT_SPEC,
-    "action": {"type": "str", "choices": ["finish", "audit"], "default": "finish"},
+    "action": {"type": "str", "choices": ["finish", "audit", "fence"], "default": "finish"},
     "incident_id": {"type": "str", "required": True},
     "incident_type": {"type": "str"},
     "holder": {"type": "str", "required": True},
@@ -220,6 +289,7 @@ ARGUMENT_SPEC = {
     "mode": {"type": "str", "choices": ["auto", "propose", "observe", "deny"], "default": "auto"},
     "acted": {"type": "bool", "default": True},
     "cooldown": {"type": "float", "default": 300},
+    "catalog": {"type": "path"},
     "event": {"type": "str"},
     "details": {"type": "dict", "default": {}},
 }

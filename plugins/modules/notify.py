@@ -108,12 +108,21 @@ options:
     type: str
   event_action:
     description:
-      - PagerDuty event action. V(acknowledge) and V(resolve) send only the
-        routing key, the action and the dedup key.
-      - Only used with O(format=pagerduty).
+      - V(trigger) pages a human. V(acknowledge) and V(resolve) close a page (with O(format=pagerduty) they send
+        only the routing key, the action and the dedup key, and the generic document says C(event_action)).
+      - V(notice) tells after the fact and never pages (the catalog's C(escalation.notify_resolved)). With
+        O(format=pagerduty) it is a Change Event, sent to C(.../v2/change/enqueue) when O(url) is the
+        C(.../v2/enqueue) endpoint.
     type: str
-    choices: [trigger, acknowledge, resolve]
+    choices: [trigger, acknowledge, resolve, notice]
     default: trigger
+  page_budget:
+    description:
+      - Pages (V(trigger)) per receiver and hour, counted on this controller across every run, past which
+        each page is still sent but grouped (one dedup key per receiver and hour, and a summary that says
+        so), so that a storm of pages is one alert, not a hundred. V(0) counts nothing.
+    type: int
+    default: 20
   token:
     description: Bearer token sent in the C(Authorization) header, for receivers that want one.
     type: str
@@ -229,14 +238,18 @@ attempts:
 import time
 from typing import Any
 
+from ansible_collections.selfheal.core.plugins.module_utils import journal
 from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
 from ansible_collections.selfheal.core.plugins.module_utils.notify import (
     EVENT_ACTIONS,
     FORMATS,
+    PAGE_BUDGET,
     SEVERITIES,
     Notification,
     NotifyError,
     build,
+    change_url,
+    grouped,
     redact,
 )
 from ansible_collections.selfheal.core.plugins.module_utils.sender import PostError, as_json, post_json
@@ -263,13 +276,18 @@ def _notify(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     try:
         note = Notification(summary=p["summary"], severity=p["severity"], incident_id=p["incident_id"] or None,
                             target=p["target"] or None, evidence=p["evidence"], links=links, at=time.time())
-        document = build(p["format"], note, p["routing_key"], p["event_action"], p["dedup_key"] or None)
+        group = None
+        if p["event_action"] == "trigger" and p["page_budget"] > 0 and not check_mode:
+            note, group = grouped(note, url, journal.count_page(url, note.at), p["page_budget"])
+        document = build(p["format"], note, p["routing_key"], p["event_action"], group or p["dedup_key"] or None)
     except NotifyError as exc:
         raise ModuleError(f"notification not built: {exc}") from exc
     result: dict[str, Any] = {"changed": False, "payload": redact(document), "sent": False, "status": None,
                               "attempts": 0}
     if check_mode:
         return result
+    if p["event_action"] == "notice" and p["format"] == "pagerduty":
+        url = change_url(url)
     status, attempts = _post(url, document, p)
     return {**result, "changed": True, "sent": True, "status": status, "attempts": attempts}
 
@@ -291,6 +309,7 @@ ARGUMENT_SPEC = {
     "timeout": {"type": "int", "default": 10},
     "validate_certs": {"type": "bool", "default": True},
     "retries": {"type": "int", "default": 2},
+    "page_budget": {"type": "int", "default": PAGE_BUDGET},
 }
 
 

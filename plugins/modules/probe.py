@@ -63,6 +63,13 @@ options:
       - Consecutive healthy answers needed, to avoid declaring a flapping service healthy.
     type: int
     default: 1
+  hold:
+    description:
+      - Seconds the endpoint must stay healthy, probed every O(interval), right after it was verified (the
+        catalog's hold window). O(healthy_streak) consecutive unhealthy answers within it mean the fix did not
+        hold; O(timeout) does not apply.
+      - The result then says RV(held); a fix that did not hold fails the task (with O(fail_unhealthy)).
+    type: float
   fail_unhealthy:
     description:
       - Fail the task when the endpoint is not healthy within O(timeout).
@@ -133,6 +140,16 @@ last_error:
   returned: always
   type: str
   sample: "connection refused"
+held:
+  description: With O(hold), whether the endpoint stayed healthy for the whole hold window.
+  returned: with hold
+  type: bool
+  sample: false
+failed_after:
+  description: With O(hold), seconds into the hold window at which the endpoint was found unhealthy again.
+  returned: when a hold broke
+  type: float
+  sample: 4.5
 body:
   description: The first 1024 characters of the last response body.
   returned: always
@@ -143,6 +160,7 @@ body:
 import json
 import socket
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
@@ -198,6 +216,50 @@ def _attempt(url: str, codes: list[int], body_contains: str | None, request_time
     return True, status, body, None
 
 
+def _once(p: dict[str, Any]) -> tuple[bool, int | None, str, str | None]:
+    if p["query"] is not None:
+        return _query_attempt(p["url"], p["query"], p["request_timeout"])
+    return _attempt(p["url"], p["status_codes"], p["body_contains"], p["request_timeout"], p["validate_certs"])
+
+
+def _poll(p: dict[str, Any], seeking: bool, seconds: float) -> dict[str, Any]:
+    """Probe every `interval` until `healthy_streak` answers in a row are healthy (`seeking` True: the
+    verification) or unhealthy (False: the hold window), or `seconds` pass; whether the streak came."""
+    start = time.monotonic()
+    attempts = streak = 0
+    while True:
+        attempts += 1
+        ok, status, body, why = _once(p)
+        streak = streak + 1 if ok == seeking else 0
+        if streak >= p["healthy_streak"] or time.monotonic() + p["interval"] > start + seconds:
+            break
+        time.sleep(p["interval"])
+    return {"came": streak >= p["healthy_streak"], "attempts": attempts, "elapsed": round(time.monotonic() - start, 3),
+            "status": status, "why": why, "body": body[:_BODY_KEEP]}
+
+
+def _what(p: dict[str, Any]) -> str:
+    return f"PromQL verification ({p['query']})" if p["query"] is not None else p["url"]
+
+
+def _hold(module: AnsibleModule) -> None:
+    """The hold window: healthy all along, or `healthy_streak` unhealthy answers in a row break it."""
+    p = module.params
+    if p["hold"] < 0:
+        module.fail_json(msg=f"hold must be >= 0, got {p['hold']}")
+    polled = _poll(p, False, p["hold"])
+    held = not polled["came"]
+    result = {"changed": False, "healthy": held, "held": held, "attempts": polled["attempts"],
+              "elapsed": polled["elapsed"], "status": polled["status"],
+              "last_error": None if held else polled["why"], "body": polled["body"]}
+    if not held:
+        result["failed_after"] = polled["elapsed"]
+        if p["fail_unhealthy"]:
+            module.fail_json(msg=f"the fix did not hold: {_what(p)} verified healthy, then failed again "
+                                 f"{polled['elapsed']}s into its {p['hold']:g}s hold window: {polled['why']}", **result)
+    module.exit_json(**result)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -209,6 +271,7 @@ def main() -> None:
             "interval": {"type": "float", "default": 0.5},
             "request_timeout": {"type": "float", "default": 2},
             "healthy_streak": {"type": "int", "default": 1},
+            "hold": {"type": "float"},
             "fail_unhealthy": {"type": "bool", "default": True},
             "validate_certs": {"type": "bool", "default": True},
         },
@@ -224,40 +287,15 @@ def main() -> None:
     if p["timeout"] < 0 or p["interval"] <= 0 or p["request_timeout"] <= 0 or p["healthy_streak"] < 1:
         module.fail_json(msg="timeout must be >= 0, interval and request_timeout > 0, healthy_streak >= 1")
 
-    start = time.monotonic()
-    deadline = start + p["timeout"]
-    attempts = streak = 0
-    healthy = False
-    status: int | None = None
-    body = ""
-    why: str | None = None
-    while True:
-        attempts += 1
-        if p["query"] is not None:
-            ok, status, body, why = _query_attempt(p["url"], p["query"], p["request_timeout"])
-        else:
-            ok, status, body, why = _attempt(p["url"], p["status_codes"], p["body_contains"],
-                                             p["request_timeout"], p["validate_certs"])
-        streak = streak + 1 if ok else 0
-        if streak >= p["healthy_streak"]:
-            healthy = True
-            break
-        if time.monotonic() + p["interval"] > deadline:
-            break
-        time.sleep(p["interval"])
-    result = {
-        "changed": False,
-        "healthy": healthy,
-        "attempts": attempts,
-        "elapsed": round(time.monotonic() - start, 3),
-        "status": status,
-        "last_error": None if healthy else why,
-        "body": body[:_BODY_KEEP],
-    }
+    if p["hold"] is not None:
+        _hold(module)
+    polled = _poll(p, True, p["timeout"])
+    healthy = polled["came"]
+    result = {"changed": False, "healthy": healthy, "attempts": polled["attempts"], "elapsed": polled["elapsed"],
+              "status": polled["status"], "last_error": None if healthy else polled["why"], "body": polled["body"]}
     if not healthy and p["fail_unhealthy"]:
-        what = f"PromQL verification ({p['query']})" if p["query"] is not None else p["url"]
-        module.fail_json(msg=f"{what} is not healthy after {result['elapsed']}s "
-                             f"and {attempts} attempts: {why}", **result)
+        module.fail_json(msg=f"{_what(p)} is not healthy after {result['elapsed']}s "
+                             f"and {result['attempts']} attempts: {polled['why']}", **result)
     module.exit_json(**result)
 
 

@@ -262,3 +262,57 @@ def test_an_emoji_alert_is_healed_like_any_other_and_its_text_kept(daemon: Lab) 
         if not _healthy(lab, target):
             lab.svc(target, "start")
         lab.wait_until_free(target)  # the run's cooldown: the next test starts on a free host
+
+
+def test_a_fix_that_does_not_hold_flaps_once_then_nothing_automatic_and_the_page_resolves(daemon: Lab) -> None:
+    """h4's demo service crashes 3 s after every start: each restart verifies, then fails within the
+    catalog's hold window. The first relapse is decided again after the cooldown, not paged; the second
+    opens h4's circuit: one page says it flaps, and nothing automatic runs on h4 after that. When a human
+    brings it back, the alerts end and the page is resolved. (h4 is no other e2e test's target: its
+    circuit stays open for the catalog's reset time.)"""
+    from conftest import REPO
+
+    lab, target = daemon, "h4"
+    itype = load_catalog(str(REPO / "rulebooks" / "catalog.yml")).get("service_down")
+    assert itype is not None and itype.hold > 3
+    lab.wait_until_free(target)
+    store = Store(str(lab.cfg.path("store.db")))
+    try:
+        earlier = store.failures_by_target("service_down", [target], time.time() - itype.policy.circuit_window)
+    finally:
+        store.close()
+    assert not earlier, (f"{target} has failed runs of service_down from an earlier run on this lab's store "
+                         f"({earlier}): wait {itype.policy.circuit_window:.0f}s after them, or start from a new "
+                         "store (lab down; rm .lab/store.db; lab up)")
+    since = time.time()
+    relapse = lab.cfg.path("hosts", target, "demo.relapse")
+    relapse.write_text("3\n")
+    try:
+        assert lab.svc(target, "kill").returncode == 0
+
+        def flaps() -> list[dict[str, Any]]:
+            return [p for p in _pages(lab, target, since) if "flaps" in p["summary"]]
+
+        bound = itype.policy.cooldown + 2 * itype.deadline + 30
+        wait_for(f"one page that says {target} flaps", flaps, bound, 1)
+        took = time.time() - since
+        time.sleep(15)  # three looks of the watchdog: nothing is resumed or run on h4 after it flapped
+        assert len(flaps()) == 1 and len(_pages(lab, target, since)) == 1, _pages(lab, target, since)
+        store = Store(str(lab.cfg.path("store.db")))
+        try:
+            # one outcome per automatic restart: two restarts, each verified and then not holding
+            outcomes = [o["outcome"] for o in reversed(store.outcomes("service_down", 50))
+                        if o["target"] == target and o["at"] >= since]
+        finally:
+            store.close()
+        print(f"relapsing service: flapped and paged {took:.0f}s after the crash; outcomes {outcomes}")
+        assert outcomes == ["not_held", "escalated"], outcomes
+        assert lab.pid(target) is None, "no automatic restart after the target flapped"
+    finally:
+        relapse.unlink(missing_ok=True)
+    assert lab.svc(target, "start").returncode == 0  # the human who was paged
+
+    def resolved() -> list[dict[str, Any]]:
+        return [p for p in _pages(lab, target, since) if p.get("event_action") == "resolve"]
+
+    wait_for(f"the page of {target} to be resolved once its alerts end", resolved, 90, 1)

@@ -274,3 +274,37 @@ def test_the_heartbeat_renews_leases_while_the_run_lives_and_they_expire_when_it
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_run_that_lost_its_lease_is_fenced_before_its_next_change(setup: dict[str, str]) -> None:
+    import time as clock
+
+    decided = guard(setup, holder="run-a", now=clock.time(), heartbeat=False, lease_ttl=8)
+    fence = {"action": "fence", "store": setup["store"], "incident_id": "inc-1", "holder": "run-a",
+             "targets": ["h1"], "tokens": decided["leases"]}
+    held = module("incident", fence)
+    assert held.get("failed") is not True and held["held"] == ["h1"], held
+    clock.sleep(8.5)  # no heartbeat renewed it: by the store's clock the lease is gone
+    lost = module("incident", fence)
+    assert lost["failed"] is True and "stops before its next change" in lost["msg"], lost
+    stranger = module("incident", {**fence, "holder": "run-b", "tokens": {"h1": 999}})
+    assert stranger["failed"] is True
+
+
+def test_a_relapse_counts_on_the_circuit_and_the_one_that_opens_it_flaps(setup: dict[str, str]) -> None:
+    finish = {"store": setup["store"], "incident_id": "inc-1", "incident_type": "service_down", "holder": "run-a",
+              "targets": ["h1"], "outcome": "not_held", "cooldown": 1}
+    refused = module("incident", finish)
+    assert refused["failed"] is True and "needs catalog" in refused["msg"]
+    first = module("incident", {**finish, "catalog": setup["catalog"]})
+    assert first["outcome"] == "not_held" and first["relapse"]["flaps"] is False, first
+    second = module("incident", {**finish, "catalog": setup["catalog"], "incident_id": "inc-2"})
+    assert second["outcome"] == "escalated" and second["relapse"]["flaps"] is True
+    assert "flaps" in second["relapse"]["why"]
+    import time as clock
+
+    after = guard(setup, incident_id="inc-3", now=clock.time() + 5)
+    decision = after["decision"]
+    assert decision["allowed"] is False and "circuit open for this target" in decision["skipped"]["h1"]
+    assert decision["retry_at"] is None, "a flapping target waits for a human, not for a retry"
+    assert decision["already_paged"] is True, "the flap was paged: the held-back run pages nobody again"

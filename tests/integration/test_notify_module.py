@@ -243,3 +243,25 @@ def test_the_escalate_role_refuses_without_a_route(receiver: Receiver, tmp_path:
     assert proc.returncode != 0
     assert "escalation not sent: escalate_url is empty" in proc.stdout
     assert receiver.requests == []
+
+
+def test_past_the_page_budget_pages_are_grouped_and_still_sent(receiver: Receiver, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SELFHEAL_JOURNAL_DIR", str(tmp_path / "state"))
+    for n in range(3):
+        result = notify({"url": receiver.url(), "format": "pagerduty", "routing_key": ROUTING_KEY,
+                         "summary": f"page {n}", "incident_id": f"inc-{n}", "page_budget": 2})
+        assert result["sent"] is True
+    keys = [r["body"]["dedup_key"] for r in receiver.requests]
+    assert keys[:2] == ["inc-0", "inc-1"] and keys[2].startswith("selfheal-grouped-"), keys
+    assert "over its budget of 2: grouped] page 2" in receiver.requests[2]["body"]["payload"]["summary"]
+
+
+def test_a_notice_is_a_pagerduty_change_event_not_a_page(receiver: Receiver) -> None:
+    result = notify({"url": receiver.url("/v2/enqueue"), "format": "pagerduty", "routing_key": ROUTING_KEY,
+                     "summary": "demo on web1 healed itself", "incident_id": "inc-9", "event_action": "notice",
+                     "severity": "info"})
+    assert result["sent"] is True
+    [req] = receiver.requests
+    assert req["path"] == "/v2/change/enqueue" and "event_action" not in req["body"]
+    assert req["body"]["payload"]["summary"] == "demo on web1 healed itself"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import Lab, wait_for
 
 from ansible_collections.selfheal.core.plugins.module_utils import timeline
@@ -183,6 +184,14 @@ def test_probe_and_timeline_modules_ad_hoc(lab: Lab, tmp_path: Path) -> None:
     assert unseen["failed"] is True and "PromQL verification" in str(unseen["msg"])
     assert "returned no series" in str(unseen["last_error"])
 
+    held = adhoc("selfheal.core.probe", json.dumps({"url": lab.host("h2")["selfheal_health_url"], "hold": 2,
+                                                    "interval": 0.5}))
+    assert held["held"] is True and float(str(held["elapsed"])) >= 1.5 and int(str(held["attempts"])) >= 3, held
+    broke = adhoc("selfheal.core.probe", json.dumps({"url": "http://127.0.0.1:9/healthz", "hold": 30,
+                                                     "interval": 0.2, "healthy_streak": 2}))
+    assert broke["failed"] is True and broke["held"] is False and float(str(broke["failed_after"])) < 5, broke
+    assert "the fix did not hold" in str(broke["msg"])
+
     path = tmp_path / "t.jsonl"
     dry = adhoc("selfheal.core.timeline", f"path={path} stage=fault_injected target=h1", "--check")
     assert dry["changed"] is False and not path.exists()
@@ -201,10 +210,13 @@ def test_the_guard_holds_back_a_second_run_during_the_cooldown(lab: Lab, tmp_pat
     assert "allowed: true" in first.stdout
     pid = lab.pid("h3")
     assert pid is not None
+    pages = len(_notifications(lab))
     second = lab.playbook(PLAYBOOK, "-e", "selfheal_target=h3", store=store)
     assert second.returncode == 0, second.stdout
     out = " ".join(second.stdout.split())
     assert "h3: cooling down until" in out and "allowed: false" in out
+    assert "decided again at" in out and len(_notifications(lab)) == pages, \
+        "held back only by the cooldown: no page, the watchdog decides it again when the cooldown ends"
     assert "skipping: no hosts matched" in second.stdout
     assert lab.pid("h3") == pid, "nothing was touched"
     s = Store(str(store))
@@ -214,3 +226,91 @@ def test_the_guard_holds_back_a_second_run_during_the_cooldown(lab: Lab, tmp_pat
         assert s.leases(["h3"])["h3"][1] == 0, "the first run released its lease"
     finally:
         s.close()
+
+
+@pytest.fixture
+def relapsing(lab: Lab) -> Iterator[str]:
+    """h3's demo service crashes 3 s after every start (a fix that verifies and does not hold)."""
+    relapse = lab.cfg.path("hosts", "h3", "demo.relapse")
+    relapse.write_text("3\n")
+    try:
+        yield "h3"
+    finally:
+        relapse.unlink(missing_ok=True)
+        lab.svc("h3", "restart")
+
+
+def test_a_fix_that_does_not_hold_fails_then_the_target_flaps_once_and_is_left_alone(
+        lab: Lab, relapsing: str, tmp_path: Path) -> None:
+    catalog = yaml.safe_load(Path(lab.vars["selfheal_catalog"]).read_text())
+    entry = next(t for t in catalog["incident_types"] if t["name"] == "service_down")
+    entry.update(cooldown=1, escalation={"deadline": 60})
+    entry["verification"] = {"timeout": 20, "hold": 8}
+    (tmp_path / "catalog.yml").write_text(yaml.safe_dump(catalog))
+    store = tmp_path / "store.db"
+    run = ("-e", f"selfheal_target={relapsing}", "-e", f"selfheal_catalog={tmp_path / 'catalog.yml'}")
+    pages = len(_notifications(lab))
+    assert lab.svc(relapsing, "kill").returncode == 0
+
+    first = lab.playbook(PLAYBOOK, *run, store=store)
+    assert first.returncode != 0 and "the fix did not hold" in first.stdout, first.stdout
+    assert len(_notifications(lab)) == pages, "one relapse is not paged: it is decided again after the cooldown"
+    time.sleep(1.5)
+    second = lab.playbook(PLAYBOOK, *run, store=store)
+    assert second.returncode != 0 and "the fix did not hold" in second.stdout, second.stdout
+    flaps = [p for p in _notifications(lab)[pages:] if "flaps" in str(p["body"])]
+    assert len(flaps) == 1 and len(_notifications(lab)) == pages + 1, _notifications(lab)[pages:]
+    assert flaps[0]["body"]["target"] == relapsing  # type: ignore[index]
+
+    time.sleep(1.5)
+    third = lab.playbook(PLAYBOOK, *run, store=store)
+    out = " ".join(third.stdout.split())
+    assert "circuit open for this target" in out and "skipping: no hosts matched" in third.stdout, third.stdout
+    s = Store(str(store))
+    try:
+        outcomes = [o["outcome"] for o in reversed(s.outcomes("service_down"))]
+        assert outcomes == ["not_held", "escalated"], outcomes
+        finished = [e["details"] for e in s.audit_trail() if e["event"] == "finished"]
+        assert finished[-1]["relapse"]["flaps"] is True and finished[-1]["evidence"]["hold"]["held"] is False
+        actions = [d["evidence"]["action"] for d in finished]
+        assert actions == ["started", "started"], "two automatic restarts, none after the target flapped"
+    finally:
+        s.close()
+
+
+def test_a_verification_whose_data_source_is_down_says_so_not_that_the_service_is(lab: Lab, tmp_path: Path) -> None:
+    catalog = yaml.safe_load(Path(lab.vars["selfheal_catalog"]).read_text())
+    entry = next(t for t in catalog["incident_types"] if t["name"] == "service_down")
+    entry["verification"] = {**entry["verification"], "timeout": 3, "hold": 0}
+    (tmp_path / "catalog.yml").write_text(yaml.safe_dump(catalog))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again: nothing answers there
+    pages = len(_notifications(lab))
+    assert lab.svc("h2", "kill").returncode == 0
+    run = lab.playbook(PLAYBOOK, "-e", "selfheal_target=h2", "-e", f"selfheal_catalog={tmp_path / 'catalog.yml'}",
+                       "-e", f"selfheal_prometheus_url={nowhere}", store=tmp_path / "store.db")
+    assert run.returncode != 0, run.stdout
+    [page] = _notifications(lab)[pages:]
+    summary = " ".join(str(page["body"]["summary"]).split())  # type: ignore[index]
+    assert "h2 answers its health check after started" in summary, summary
+    assert "Prometheus, the data source of its verification, could not be asked" in summary
+    assert "is still down" not in summary
+    assert lab.pid("h2") is not None, "the service itself was healed"
+
+
+def test_a_type_that_opts_in_tells_after_a_heal_with_a_notice_not_a_page(lab: Lab, tmp_path: Path) -> None:
+    catalog = yaml.safe_load(Path(lab.vars["selfheal_catalog"]).read_text())
+    entry = next(t for t in catalog["incident_types"] if t["name"] == "service_down")
+    entry["escalation"] = {**entry.get("escalation", {}), "notify_resolved": True}
+    entry["verification"] = {**entry["verification"], "hold": 2}
+    (tmp_path / "catalog.yml").write_text(yaml.safe_dump(catalog))
+    pages = len(_notifications(lab))
+    assert lab.svc("h1", "kill").returncode == 0
+    run = lab.playbook(PLAYBOOK, "-e", "selfheal_target=h1", "-e", f"selfheal_catalog={tmp_path / 'catalog.yml'}",
+                       store=tmp_path / "store.db")
+    assert run.returncode == 0, run.stdout
+    [notice] = _notifications(lab)[pages:]
+    body = notice["body"]
+    assert body["event_action"] == "notice" and body["severity"] == "info", body  # type: ignore[index]
+    assert "h1 was down and healed itself" in " ".join(str(body["summary"]).split())  # type: ignore[index]

@@ -228,7 +228,34 @@ def test_run_states_tell_the_watchdog_what_became_of_each_incident(store_url: st
         assert states["done"]["outcome"] == "verified" and not states["done"]["died"]
         assert states["live"]["running"] and not states["live"]["died"]
         assert states["held"]["outcome"] == "held_back" and states["asks"]["waiting"]
-        assert states["never"] == {"outcome": None, "running": False, "waiting": False, "died": False}
+        assert states["never"] == {"outcome": None, "running": False, "waiting": False, "died": False,
+                                   "retry_at": None, "at": 0.0}
         assert s.run_states(["dead"], now=200)["dead"]["died"], "allowed, no outcome, lease expired"
+    finally:
+        s.close()
+
+
+def test_run_states_say_when_a_deferred_or_relapsed_incident_is_decided_again(store_url: str) -> None:
+    s = Store(store_url)
+    try:
+        s.record_decision("cool", "service_down", "cool-1", {"allowed": False, "mode": "auto", "targets": [],
+                                                             "retry_at": 160.0}, 100)
+        s.record_decision("flap", "service_down", "flap-1", {"allowed": True, "mode": "auto", "targets": ["h1"]}, 100)
+        s.record_outcome("flap", "service_down", "h1", "auto", "not_held", 130)
+        s.set_cooldown("h1", 190)
+        # decided again after a fix that did not hold: the newest entry (the new decision) tells
+        s.record_decision("again", "service_down", "again-1", {"allowed": True, "mode": "auto", "targets": ["h2"]},
+                          100)
+        s.record_outcome("again", "service_down", "h2", "auto", "not_held", 110)
+        s.record_decision("again", "service_down", "again-2", {"allowed": True, "mode": "auto", "targets": ["h2"]},
+                          170)
+        s.acquire("h2", "again-2", ttl=30, now=170)
+        states = s.run_states(["cool", "flap", "again"], now=175)
+        assert (states["cool"]["outcome"], states["cool"]["retry_at"], states["cool"]["at"]) == ("deferred", 160, 100)
+        assert (states["flap"]["outcome"], states["flap"]["retry_at"], states["flap"]["at"]) == ("not_held", 190, 130)
+        assert states["again"]["outcome"] is None and states["again"]["running"] and states["again"]["at"] == 170
+        assert s.failures_by_target("service_down", ["h1", "h2"], since=0) == {"h1": [130.0], "h2": [110.0]}, \
+            "a fix that did not hold counts on the circuit"
+        assert abs(s.clock() - time.time()) < 5, "the store's clock is a clock"
     finally:
         s.close()

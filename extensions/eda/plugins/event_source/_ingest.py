@@ -58,7 +58,13 @@ from aiohttp import web
 
 from ansible_collections.selfheal.core.plugins.module_utils import journal
 from ansible_collections.selfheal.core.plugins.module_utils.engine_text import for_engine
-from ansible_collections.selfheal.core.plugins.module_utils.notify import FORMATS, SEVERITIES, Notification, build
+from ansible_collections.selfheal.core.plugins.module_utils.notify import (
+    FORMATS,
+    SEVERITIES,
+    Notification,
+    build,
+    grouped,
+)
 from ansible_collections.selfheal.core.plugins.module_utils.sender import PostError, as_json, post_json, receiver
 from ansible_collections.selfheal.core.plugins.module_utils.signing import verify, verify_body
 from ansible_collections.selfheal.core.plugins.module_utils.store import Store, StoreError
@@ -260,7 +266,13 @@ class Pipeline:
     def process(self, item: Any, now: float) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def tick(self, now: float) -> list[dict[str, Any]]:
+    def lookup(self, now: float) -> Any:
+        """Blocking reads that the next tick() needs (a store, say). Run in a worker thread while the pump
+        waits, so the event loop never waits on them and nothing else changes the pipeline meanwhile."""
+        return None
+
+    def tick(self, now: float, looked: Any = None) -> list[dict[str, Any]]:
+        """Periodic work, with what lookup() read just before."""
         return []
 
     def to_state(self) -> dict[str, Any]:
@@ -445,7 +457,7 @@ def run_states(store_path: str | None, incident_ids: list[str], now: float) -> d
         return {i: RunState(outcome=journaled[i]) if i in journaled else RunState(unknown=str(exc))
                 for i in incident_ids}
     try:
-        states = {i: RunState(**state) for i, state in store.run_states(incident_ids, now).items()}
+        states = {i: RunState(**state) for i, state in store.run_states(incident_ids, store.clock()).items()}
     except StoreError as exc:
         states = {i: RunState(unknown=str(exc)) for i in incident_ids}
     try:
@@ -477,37 +489,53 @@ class Pager:
         logger.error("%s: paging: %s (%s)", self.plugin, summary, watch.incident_id)
         severity = (incident or {}).get("severity")
         note = Notification(summary=summary, severity=severity if severity in SEVERITIES else "critical",
-                            incident_id=watch.incident_id, target=watch.target,
+                            incident_id=watch.page_key or watch.incident_id, target=watch.target,
                             evidence={"why": why, "incident": incident or {}, "watchdog": asdict(watch)},
                             at=time.time())
-        threading.Thread(target=self._deliver, args=(watch, note), daemon=True).start()
+        threading.Thread(target=self._deliver, args=(watch, note, "trigger"), daemon=True).start()
 
-    def _deliver(self, watch: Watch, note: Notification) -> None:
+    def resolve(self, watch: Watch, why: str) -> None:
+        """Close the page of an incident that reached its final state (PagerDuty resolve, a note elsewhere)."""
+        logger.info("%s: resolving the page of %s: %s", self.plugin, watch.incident_id, why)
+        note = Notification(summary=f"{watch.incident_type} on {watch.target}: {why}", severity="info",
+                            incident_id=watch.page_key or watch.incident_id, target=watch.target,
+                            evidence={"why": why, "incident_id": watch.incident_id},
+                            at=time.time())
+        threading.Thread(target=self._deliver, args=(watch, note, "resolve"), daemon=True).start()
+
+    def _deliver(self, watch: Watch, note: Notification, action: str) -> None:
         settings = self.settings
         secrets = [v for v in (settings.get("notify_token"), settings.get("notify_routing_key")) if v]
         headers = {"Authorization": f"Bearer {settings['notify_token']}"} if settings.get("notify_token") else {}
-        document = build(settings["notify_format"], note, settings.get("notify_routing_key"),
-                         dedup_key=watch.incident_id)
         for url in [u for u in (settings.get("notify_url"), settings.get("notify_fallback_url")) if u]:
+            sent, key = note, watch.page_key or watch.incident_id
+            if action == "trigger":
+                sent, group = grouped(note, url, journal.count_page(url, note.at))
+                key = group or key
+            document = build(settings["notify_format"], sent, settings.get("notify_routing_key"), action,
+                             dedup_key=key)
             try:
                 post_json(url, as_json(document), headers, 10.0, True, 3, [url, *secrets], "selfheal-watchdog")
             except PostError as exc:
-                logger.error("%s: the page of %s did not go out: %s", self.plugin, watch.incident_id, exc)
+                logger.error("%s: the %s of %s did not go out: %s", self.plugin,
+                             "page" if action == "trigger" else action, watch.incident_id, exc)
                 continue
-            watch.delivered = True
-            self._record(watch, note, receiver(url))
+            if action == "trigger":
+                watch.delivered = True
+            self._record(watch, sent, receiver(url), "escalated" if action == "trigger" else "page_resolved")
             return
-        logger.critical("%s: NOBODY WAS PAGED for %s: %s", self.plugin, watch.incident_id, note.summary)
+        if action == "trigger":
+            logger.critical("%s: NOBODY WAS PAGED for %s: %s", self.plugin, watch.incident_id, note.summary)
 
-    def _record(self, watch: Watch, note: Notification, where: str) -> None:
+    def _record(self, watch: Watch, note: Notification, where: str, event: str) -> None:
         path = self.settings.get("store") or self.settings.get("state_path")
         if not path:
             return
         try:
             store = Store(path, timeout=2.0)
             try:
-                store.audit("escalated", "watchdog", {"summary": note.summary, "receiver": where,
-                                                      "evidence": note.evidence}, watch.incident_id)
+                store.audit(event, "watchdog", {"summary": note.summary, "receiver": where,
+                                                "evidence": note.evidence}, watch.incident_id)
             finally:
                 store.close()
         except StoreError as exc:
@@ -672,7 +700,8 @@ class _Server:
             now = time.time()
             if now - self.last_tick >= self.tick_interval:
                 self.last_tick = now
-                self.outbox.extend((event, 0) for event in self.pipeline.tick(now))
+                looked = await asyncio.to_thread(self.pipeline.lookup, now)
+                self.outbox.extend((event, 0) for event in self.pipeline.tick(time.time(), looked))
             fresh = len(self.outbox) - fresh
             self.dirty = self.dirty or bool(count) or bool(fresh)
             if fresh or (self.dirty and now - self.saved_at >= _SAVE_EVERY):

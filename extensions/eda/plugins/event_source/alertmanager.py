@@ -44,7 +44,7 @@ from ansible_collections.selfheal.core.plugins.module_utils.signals import (
     strip_port,
 )
 from ansible_collections.selfheal.core.plugins.module_utils.store import Store
-from ansible_collections.selfheal.core.plugins.module_utils.watchdog import DEFAULT_DEADLINE, Watchdog
+from ansible_collections.selfheal.core.plugins.module_utils.watchdog import DEFAULT_DEADLINE, RunState, Watchdog
 
 DOCUMENTATION = r"""
 ---
@@ -407,13 +407,19 @@ class _Pipeline(Pipeline):
         signal = item.get("signal")
         return self._watch(self.correlator.ingest(Signal.from_dict(signal), now), now) if signal is not None else []
 
-    def tick(self, now: float) -> list[dict[str, Any]]:
+    def lookup(self, now: float) -> Any:
+        """What the store says of the watched incidents, when the watchdog's next look is due."""
+        if self.correlator is None or now - self.watched_at < self.settings["watchdog_interval"]:
+            return None
+        return run_states(self.settings["store"] or self.settings["state_path"], self.watchdog.pending(), now)
+
+    def tick(self, now: float, looked: Any = None) -> list[dict[str, Any]]:
         if self.correlator is None:
             return []
         events = self._watch(self.correlator.tick(now), now)
-        if now - self.watched_at >= self.settings["watchdog_interval"]:
+        if looked is not None:
             self.watched_at = now
-            events += self._look(now)
+            events += self._look(now, looked)
         return events
 
     def gauges(self) -> dict[str, float]:
@@ -431,17 +437,19 @@ class _Pipeline(Pipeline):
                 itype = self.catalog.get(incident["type"])
                 self.watchdog.open(incident, itype.deadline if itype else DEFAULT_DEADLINE, now)
             elif event["kind"] in ("incident_resolved", "incident_suppressed"):
-                self.watchdog.close(incident["id"])
+                self.watchdog.close(incident["id"], now)
         return events
 
-    def _look(self, now: float) -> list[dict[str, Any]]:
-        """One round of the watchdog: resume or page what is overdue (see module_utils/watchdog.py)."""
+    def _look(self, now: float, states: dict[str, RunState]) -> list[dict[str, Any]]:
+        """One round of the watchdog: resume, page or resolve what is due (see module_utils/watchdog.py)."""
         assert self.correlator is not None
-        states = run_states(self.settings["store"] or self.settings["state_path"], self.watchdog.pending(), now)
         events: list[dict[str, Any]] = []
         for action in self.watchdog.tick(now, states):
             incident = self.correlator.incidents.get(action.incident_id)
             summary = incident.summary() if incident is not None else {"id": action.incident_id}
+            if action.kind == "resolve":
+                self.pager.resolve(self.watchdog.watches[action.incident_id], action.why)
+                continue
             if action.kind == "resume" and incident is not None:
                 logger.warning("%s: %s: %s", PLUGIN, action.incident_id, action.why)
                 events.append({"kind": "incident_resumed", "incident": summary, "signal": incident.root_signal or {},

@@ -261,7 +261,7 @@ class _Pairing(Pipeline):
             return []
         return [{**event, "meta": item["meta"]} for event in events]
 
-    def tick(self, now: float) -> list[dict[str, Any]]:
+    def tick(self, now: float, looked: Any = None) -> list[dict[str, Any]]:
         events = self.approvals.tick(now)
         return [{**event, "meta": {"endpoint": "", "received_at": now, "headers": {}}} for event in events]
 

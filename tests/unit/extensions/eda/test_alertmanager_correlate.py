@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from source_harness import Client, drain, serve
+from source_harness import Client, drain, free_port, serve
 
 from ansible_collections.selfheal.core.extensions.eda.plugins.event_source import alertmanager
 
@@ -149,8 +149,11 @@ def test_alerts_left_in_the_intake_by_a_crash_are_correlated_at_start(policy: di
     assert Intake(path).rows == 0, "what the saved state holds is deleted from the intake"
 
 
+@pytest.mark.parametrize("primary_down", [False, True], ids=["primary", "fallback"])
 def test_the_watchdog_pages_what_no_automation_handles_straight_from_the_source(policy: dict[str, Any],
-                                                                                tmp_path: Path) -> None:
+                                                                                tmp_path: Path,
+                                                                                primary_down: bool) -> None:
+    """Straight to notify_url; when it does not answer, retried and then sent to notify_fallback_url."""
     from aiohttp import web
 
     from ansible_collections.selfheal.core.plugins.module_utils.store import Store
@@ -160,13 +163,14 @@ def test_the_watchdog_pages_what_no_automation_handles_straight_from_the_source(
                                       "mode": "observe"})
     Path(policy["catalog"]).write_text(yaml.safe_dump(catalog))
     pages: list[dict[str, Any]] = []
+    where: dict[str, str] = {}
 
     async def body(post: Client, queue: asyncio.Queue[Any]) -> None:
         assert (await post({"alerts": [alert("DiskNoise", "h7", "disk")]})).status == 202
         events = [await asyncio.wait_for(queue.get(), 5) for attempt in range(2)]
         assert [e["kind"] for e in events] == ["incident_opened", "incident_escalated"]
         assert "no automatic remediation" in events[1]["why"]
-        for _attempt in range(50):
+        for _attempt in range(300):
             if pages:
                 break
             await asyncio.sleep(0.1)
@@ -184,7 +188,12 @@ def test_the_watchdog_pages_what_no_automation_handles_straight_from_the_source(
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        policy["notify_url"] = f"http://127.0.0.1:{port}/pages"
+        here = f"http://127.0.0.1:{port}/pages"
+        where["receiver"] = f"127.0.0.1:{port}"
+        if primary_down:
+            policy["notify_url"], policy["notify_fallback_url"] = f"http://127.0.0.1:{free_port()}/pages", here
+        else:
+            policy["notify_url"] = here
         policy["watchdog_interval"] = 0.2
         try:
             await asyncio.to_thread(serve, alertmanager.main, policy, body)
@@ -200,6 +209,7 @@ def test_the_watchdog_pages_what_no_automation_handles_straight_from_the_source(
     finally:
         store.close()
     assert [e["event"] for e in trail] == ["escalated"] and trail[0]["actor"] == "watchdog"
+    assert trail[0]["details"]["receiver"] == where["receiver"], "the receiver that took it, fallback or not"
     assert [w["paged"] and w["delivered"] for w in watched["watchdog"]] == [True]
 
 

@@ -40,3 +40,17 @@ def test_what_waits_is_read_beside_the_store_and_replayed_into_it_once(tmp_path:
 def test_journals_of_different_stores_are_apart(tmp_path: Path) -> None:
     journal.append(str(tmp_path / "one.db"), _record("a"))
     assert journal.outcomes(str(tmp_path / "two.db"), ["a"]) == {}
+
+
+def test_pages_are_counted_per_route_within_the_hour(tmp_path: Path) -> None:
+    assert [journal.count_page("http://a", t) for t in (0.0, 10.0, 20.0)] == [1, 2, 3]
+    assert journal.count_page("http://b", 20.0) == 1, "routes are counted apart"
+    assert journal.count_page("http://a", 3605.0) == 3, "the page at 0 is out of the hour; 10, 20 and this one"
+
+
+def test_a_page_budget_that_cannot_be_kept_never_holds_a_page_back(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the directory should be")
+    monkeypatch.setenv("SELFHEAL_JOURNAL_DIR", str(blocked))
+    assert journal.count_page("http://a", 1.0) == 1

@@ -142,3 +142,29 @@ def test_build_and_receiver() -> None:
     assert sender.receiver("https://hooks.slack.com/services/T0/B0/SECRET?x=1") == "hooks.slack.com"
     assert sender.receiver("http://user:pw@127.0.0.1:8080/escalations") == "127.0.0.1:8080"
     assert sender.receiver("http://[::1]:9000/x") == "[::1]:9000"
+
+
+def test_within_the_budget_a_page_is_sent_as_it_is_past_it_grouped_never_dropped() -> None:
+    note = _note()
+    assert notify.grouped(note, "http://pager/x", 20, budget=20) == (note, None)
+    sent, key = notify.grouped(note, "http://pager/x", 21, budget=20)
+    assert key is not None and key.startswith("selfheal-grouped-") and key.endswith("-2026112302")
+    assert sent.summary.endswith(note.summary) and "page 21 this hour" in sent.summary
+    assert sent.evidence["grouped"] == {"key": key, "count": 21, "budget": 20}
+    assert notify.grouped(note, "http://pager/y", 99, budget=20)[1] != key, "one key per route"
+    assert notify.grouped(note, "http://pager/x", 99, budget=0) == (note, None), "0 counts nothing"
+    event = notify.build("pagerduty", sent, "rk", "trigger", key)
+    assert event["dedup_key"] == key, "PagerDuty folds the grouped pages into one alert"
+
+
+def test_a_resolve_or_a_notice_says_so_and_a_notice_is_never_a_pagerduty_alert() -> None:
+    assert notify.build("generic", _note(), event_action="resolve")["event_action"] == "resolve"
+    assert "event_action" not in notify.build("generic", _note()), "a page keeps the shape it always had"
+    healed = notify.build("slack", _note(summary="demo on web1 healed itself"), event_action="notice")
+    assert healed["text"].startswith("[HEALED] ") and ":white_check_mark: HEALED" in _texts(healed)[0]
+    change = notify.build("pagerduty", _note(), "rk", "notice")
+    assert "event_action" not in change and change["payload"]["summary"] == _note().summary, "a Change Event"
+    assert notify.change_url("https://events.example/v2/enqueue") == "https://events.example/v2/change/enqueue"
+    assert notify.change_url("http://127.0.0.1:1/hook") == "http://127.0.0.1:1/hook"
+    with pytest.raises(NotifyError, match="event_action must be one of"):
+        notify.build("generic", _note(), event_action="page")

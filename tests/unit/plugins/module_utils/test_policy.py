@@ -10,6 +10,7 @@ from ansible_collections.selfheal.core.plugins.module_utils.policy import (
     Window,
     batch_size,
     decide,
+    relapse,
 )
 
 TARGETS = [f"h{i}" for i in range(12)]
@@ -156,3 +157,44 @@ def test_a_target_whose_own_fixes_keep_failing_is_left_to_a_human(n: int, age: f
     assert "h2" in d.targets and not d.circuit_open, "the other target and the type are unaffected"
     if tripped:
         assert "circuit open for this target" in d.skipped["h1"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(until=st.floats(1001, 5000), lease_end=st.floats(1001, 5000), locked=st.booleans(), cooling=st.booleans(),
+       open_circuit=st.booleans())
+def test_held_back_only_by_what_ends_by_itself_is_decided_again_then_not_paged(
+        until: float, lease_end: float, locked: bool, cooling: bool, open_circuit: bool) -> None:
+    facts = Facts(now=1000, cooldowns={"h1": until} if cooling else {},
+                  leases={"h1": ("other-run", lease_end)} if locked else {},
+                  target_failures={"h1": [990.0, 995.0]} if open_circuit else {})
+    d = decide("service_down", AUTO, ["h1"], 1, "run", facts)
+    if open_circuit or not (locked or cooling):
+        assert d.retry_at is None, "a target a human must look at, or a free one, is not deferred"
+    else:
+        assert not d.allowed and d.retry_at == (until if cooling else lease_end)
+        assert any("decided again at" in r for r in d.reasons) and not d.escalate
+
+
+def test_a_fix_that_does_not_hold_counts_and_the_failure_that_opens_the_circuit_flaps() -> None:
+    first = relapse("service_down", "h1", AUTO, [1000.0], 1000, hold=20)
+    assert not first.flaps and "decided again when the cooldown ends" in first.why
+    second = relapse("service_down", "h1", AUTO, [1000.0, 1070.0], 1070, hold=20)
+    assert second.flaps and "flaps" in second.why and "20s hold window 2 times" in second.why
+    assert decide("service_down", AUTO, ["h1"], 1, "r", Facts(now=1100, target_failures={"h1": [1000.0, 1070.0]})
+                  ).targets == (), "no automatic action after it flaps"
+    old = relapse("service_down", "h1", AUTO, [100.0, 1070.0], 1070, hold=20)
+    assert not old.flaps, "failures outside the circuit's window do not count"
+
+
+def test_a_target_whose_open_circuit_was_paged_is_not_paged_again() -> None:
+    flapped = {"h1": [1000.0, 1070.0]}
+    first = decide("service_down", AUTO, ["h1"], 1, "r", Facts(now=1100, target_failures=flapped))
+    assert not first.allowed and not first.already_paged and first.retry_at is None, "the first one pages"
+    paged = {"h1": 1070.0}
+    told = decide("service_down", AUTO, ["h1"], 1, "r",
+                  Facts(now=1100, target_failures=flapped, target_circuit_escalated=paged))
+    assert not told.allowed and told.already_paged and "paged at" in told.skipped["h1"]
+    later = {"h1": [1000.0, 1070.0, 1200.0]}
+    again = decide("service_down", AUTO, ["h1"], 1, "r",
+                   Facts(now=1300, target_failures=later, target_circuit_escalated=paged))
+    assert not again.already_paged, "a failure after the page is news: it pages"

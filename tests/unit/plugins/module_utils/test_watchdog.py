@@ -7,10 +7,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.selfheal.core.plugins.module_utils.watchdog import RunState, Watchdog
+from ansible_collections.selfheal.core.plugins.module_utils.watchdog import RETRIED, RunState, Watchdog
 
 DEADLINE = 60.0
 INTERVAL = 5.0
+COOL = 45.0
 
 
 def incident(iid: str, **kw: Any) -> dict[str, Any]:
@@ -77,7 +78,55 @@ def test_the_watch_list_survives_a_restart() -> None:
     assert [a.kind for a in again.tick(122, {})] == ["page"], "the resume is not repeated after a restart"
 
 
-_step = st.tuples(st.sampled_from(["run", "finish", "crash", "store_down", "store_up", "resolve", "wait"]),
+def test_a_deferred_incident_is_decided_again_when_its_cooldown_ends_not_paged() -> None:
+    dog = Watchdog()
+    dog.open(incident("a"), DEADLINE, 0)
+    deferred = {"a": RunState(outcome="deferred", retry_at=50, at=2)}
+    assert dog.tick(10, deferred) == [], "no page while the cooldown runs"
+    assert dog.tick(45, deferred) == []
+    [resume] = dog.tick(51, deferred)
+    assert resume.kind == "resume" and "cooldown ended" in resume.why
+    assert dog.tick(55, deferred) == [], "the resumed run has not decided yet: the old deferral is not acted on again"
+    assert dog.tick(60, {"a": RunState(outcome="verified", at=58)}) == []
+    assert dog.pending() == []
+
+
+def test_a_fix_that_did_not_hold_is_retried_then_paged_when_it_keeps_failing() -> None:
+    dog = Watchdog(max_retries=2)
+    dog.open(incident("a"), DEADLINE, 0)
+    kinds = []
+    for n in range(4):
+        t = 100.0 * (n + 1)
+        kinds += [a.kind for a in dog.tick(t, {"a": RunState(outcome="not_held", retry_at=t - 1, at=t - 50)})]
+    assert kinds == ["resume", "resume", "page"], kinds
+
+
+def test_a_paged_incident_gets_its_page_resolved_once_when_its_alerts_end() -> None:
+    dog = Watchdog()
+    dog.open(incident("a"), DEADLINE, 0)
+    dog.open(incident("b"), DEADLINE, 0)
+    dog.open(incident("c", never_automate=True), DEADLINE, 0)
+    states = {"a": RunState(outcome="escalated", at=5), "b": RunState(outcome="verified", at=5)}
+    assert [a.kind for a in dog.tick(10, states)] == ["page"]  # c, at once
+    for iid in ("a", "b", "c"):
+        dog.close(iid, now=12)
+    assert dog.tick(15, states) == [], "resolved once the failure stayed away for settle_after"
+    resolved = sorted(a.incident_id for a in dog.tick(45, states) if a.kind == "resolve")
+    assert resolved == ["a", "c"], "what paged is resolved; a verified incident paged nobody"
+    assert dog.tick(50, states) == [], "once"
+
+
+def test_a_run_that_paged_and_ended_between_two_looks_is_resolved_too() -> None:
+    dog = Watchdog()
+    dog.open(incident("a"), DEADLINE, 0)
+    dog.close("a", now=4)
+    assert dog.tick(5, {"a": RunState(outcome="held_back", at=3)}) == []
+    [resolve] = dog.tick(35, {})
+    assert resolve.kind == "resolve"
+
+
+_step = st.tuples(st.sampled_from(["run", "finish", "crash", "defer", "relapse", "store_down", "store_up",
+                                   "resolve", "wait"]),
                   st.integers(0, 4), st.floats(0, 40))
 
 
@@ -93,30 +142,36 @@ def test_every_incident_ends_within_its_bound_and_is_paged_at_most_once(
     resolved: set[str] = set()
     pages: dict[str, int] = {}
 
+    resolves: dict[str, int] = {}
+
     def look() -> None:
         states = {i: (runs.get(i, RunState()) if store_up else RunState(unknown="down")) for i in dog.pending()}
         for action in dog.tick(now, states):
-            if action.kind == "page":
-                pages[action.incident_id] = pages.get(action.incident_id, 0) + 1
+            counts = pages if action.kind == "page" else resolves if action.kind == "resolve" else {}
+            counts[action.incident_id] = counts.get(action.incident_id, 0) + 1
 
     for n, (what, k, dt) in enumerate(steps):
         iid = f"i{k}"
         if iid not in opened:
             opened[iid] = now
             dog.open(incident(iid), DEADLINE, now)
-        elif what == "run" and iid not in resolved and runs.get(iid, RunState()).outcome is None:
-            runs[iid] = RunState(running=True)
+        elif what == "run" and iid not in resolved and runs.get(iid, RunState()).outcome in (None, *RETRIED):
+            runs[iid] = RunState(running=True, at=now)
         elif what == "finish" and runs.get(iid, RunState()).running:
-            runs[iid] = RunState(outcome="verified")
+            runs[iid] = RunState(outcome="verified", at=now)
         elif what == "crash" and runs.get(iid, RunState()).running:
-            runs[iid] = RunState(died=True)  # the run died with its daemon: its lease expires, no outcome
+            runs[iid] = RunState(died=True, at=now)  # the run died with its daemon: its lease expires, no outcome
+        elif what == "defer" and runs.get(iid, RunState()).running:  # held back by a cooldown: decided again
+            runs[iid] = RunState(outcome="deferred", retry_at=now + COOL, at=now)
+        elif what == "relapse" and runs.get(iid, RunState()).running:  # the fix verified, then did not hold
+            runs[iid] = RunState(outcome="not_held", retry_at=now + COOL, at=now)
         elif what == "store_down":
             store_up = False
         elif what == "store_up":
             store_up = True
         elif what == "resolve":
             resolved.add(iid)
-            dog.close(iid)
+            dog.close(iid, now)
         if n in restarts:  # the daemon restarts: the watch list comes back from the saved state
             saved = dog.to_state()
             dog = Watchdog()
@@ -125,13 +180,33 @@ def test_every_incident_ends_within_its_bound_and_is_paged_at_most_once(
         while now < end:
             now = min(end, now + INTERVAL)
             look()
-    # then nothing more happens: runs that were live die, and time passes
-    runs = {i: (RunState() if s.running else s) for i, s in runs.items()}
-    for _tick in range(int(3 * DEADLINE / INTERVAL) + 2):
+    # then nothing more happens: runs that were live die, and time passes; the bound: every resume and
+    # retry the watchdog may make, each one waiting out a cooldown and a deadline
+    runs = {i: (RunState(at=s.at) if s.running else s) for i, s in runs.items()}
+    store_up = True
+    bound = (dog.max_resumes + dog.max_retries + 1) * (DEADLINE + COOL) + dog.settle_after + 2 * INTERVAL
+    for _tick in range(int(bound / INTERVAL) + 1):
         now += INTERVAL
         look()
     for iid in opened:
-        ended = iid in resolved or runs.get(iid, RunState()).outcome is not None or pages.get(iid, 0) == 1
+        outcome = runs.get(iid, RunState()).outcome
+        ended = iid in resolved or (outcome is not None and outcome not in RETRIED) or pages.get(iid, 0) == 1
         assert ended, f"{iid} ended in silence"
         assert pages.get(iid, 0) <= 1, f"{iid} paged {pages[iid]} times"
+        assert resolves.get(iid, 0) <= (1 if iid in resolved else 0), f"{iid} resolved {resolves.get(iid)} times"
     assert dog.pending() == []
+
+
+def test_a_flapping_alert_keeps_its_page_open_and_the_next_incident_takes_it_over() -> None:
+    dog = Watchdog(settle_after=30)
+    dog.open(incident("a"), DEADLINE, 0)
+    assert dog.tick(10, {"a": RunState(outcome="escalated", at=5)}) == []
+    dog.close("a", now=12)
+    assert dog.tick(15, {}) == [], "not resolved at once: the failure may come back"
+    dog.open(incident("b"), DEADLINE, 20)  # the same type on the same target, before a's page was resolved
+    assert dog.page_key("b") == "a", "b is under a's page"
+    assert dog.tick(50, {"b": RunState(outcome="covered", at=25)}) == [], "a handed its page over"
+    dog.close("b", now=60)
+    assert dog.tick(70, {}) == []
+    [resolve] = dog.tick(91, {})
+    assert (resolve.kind, resolve.incident_id, dog.page_key("b")) == ("resolve", "b", "a")
