@@ -899,7 +899,7 @@ def monitoring_up(cfg: Config) -> None:
 
 # --------------------------------------------------------------------------- inventory
 
-# Groups that playbooks/remediate_service_down.yml builds at run time (add_host) and plays on.
+# Groups that the lifecycle (playbooks/remediate.yml) builds at run time (add_host) and plays on.
 _PLAYBOOK_GROUPS = ("selfheal_proposal_targets", "selfheal_remediation_targets")
 
 

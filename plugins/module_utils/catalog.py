@@ -114,6 +114,8 @@ class IncidentType:
     hold: float = DEFAULT_HOLD
     # a healed incident sends an informational notice after the fact (not a page)
     notice: bool = False
+    # the role that fixes it (entry points diagnose, remediate, verify, rollback), run by the lifecycle
+    role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,9 @@ class Catalog:
         return next((t for t in self.types if t.name == name), None)
 
 
-_TYPE_KEYS = {"name", "match", "playbook", "mode", "description", "never_automate", "blast_radius", "cooldown",
+LIFECYCLE_PLAYBOOK = "selfheal.core.remediate"
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+_TYPE_KEYS = {"name", "match", "playbook", "role", "mode", "description", "never_automate", "blast_radius", "cooldown",
               "circuit", "verification", "escalation", "slo", "approval", "promotion"}
 
 
@@ -158,10 +162,15 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
         mode = item.get("mode", "observe")
         if mode not in MODES:
             raise _fail(source, f"{path}.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
-        playbook = item.get("playbook")
+        role = item.get("role")
+        if role is not None and (not isinstance(role, str) or not _ROLE.match(role)):
+            raise _fail(source, f"{path}.role", "must be a role's full name, e.g. selfheal.core.service")
+        playbook = item.get("playbook", LIFECYCLE_PLAYBOOK if role is not None else None)
         if playbook is not None and (not isinstance(playbook, str) or not playbook):
             raise _fail(source, f"{path}.playbook",
-                        "must be a playbook name, e.g. selfheal.core.remediate_service_down")
+                        f"must be a playbook name, e.g. {LIFECYCLE_PLAYBOOK} (the lifecycle, with role)")
+        if playbook == LIFECYCLE_PLAYBOOK and role is None:
+            raise _fail(source, f"{path}.role", f"{LIFECYCLE_PLAYBOOK} needs the role that fixes the type")
         never = item.get("never_automate", False)
         if not isinstance(never, bool):
             raise _fail(source, f"{path}.never_automate", "must be true or false")
@@ -204,7 +213,7 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
         hold = _number(item, "verification", "hold", DEFAULT_HOLD, source, path, 0, 86400)
         notice = _flag(item, "escalation", "notify_resolved", source, path)
         types.append(IncidentType(name, matchers, playbook, mode, description, never, policy, verify_timeout, route,
-                                  approval_timeout, slo, verify_query, deadline, hold, notice))
+                                  approval_timeout, slo, verify_query, deadline, hold, notice, role))
     windows = tuple(_parse_window(w, source, f"windows[{k}]") for k, w in enumerate(root.get("windows") or []))
     return Catalog(tuple(types), source, windows)
 

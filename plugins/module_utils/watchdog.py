@@ -37,7 +37,7 @@ its state so that a restarted daemon neither forgets nor repeats a page.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DEFAULT_DEADLINE = 300.0
@@ -81,6 +81,7 @@ class Watch:
     settled: bool = False  # its page was resolved, or there was none to resolve: nothing more is due
     ended_at: float = 0.0
     page_key: str = ""  # the incident whose page this one took over (the page's dedup key); "" for its own
+    inherits: list[str] = field(default_factory=list)  # incidents it took over (their runs may have paged)
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,10 @@ class Watchdog:
         watch = Watch(iid, str(incident.get("type")), target, automated, why, deadline,
                       now if not automated else now + deadline)
         for old in self.watches.values():  # the same failure again before its page was resolved: take it over
-            if (old.ended and not old.settled and (old.paged or old.escalated)
-                    and (old.incident_type, old.target) == (watch.incident_type, watch.target)):
-                watch.escalated, watch.page_key = True, old.page_key or old.incident_id
+            if old.ended and not old.settled and (old.incident_type, old.target) == (watch.incident_type, watch.target):
+                watch.escalated = watch.escalated or old.escalated or old.paged
+                watch.page_key = old.page_key or old.incident_id
+                watch.inherits += [old.incident_id, *old.inherits]
                 old.closed = old.settled = True
         self.watches[iid] = watch
 
@@ -127,8 +129,17 @@ class Watchdog:
             watch.ended, watch.ended_at = True, now
 
     def pending(self) -> list[str]:
-        """Incidents whose runs the caller must look up in the store for the next tick."""
-        return [w.incident_id for w in self.watches.values() if not w.closed and w.automated]
+        """Incidents whose runs the caller must look up in the store for the next tick: those not at a final
+        state, and until they settle, those whose alerts ended (with the ones they took over)."""
+        out: list[str] = []
+        for w in self.watches.values():
+            if w.settled:
+                continue
+            if w.automated and (not w.closed or w.ended):
+                out.append(w.incident_id)
+            if w.ended:
+                out += w.inherits
+        return out
 
     def tick(self, now: float, states: Mapping[str, RunState]) -> list[Action]:
         actions: list[Action] = []
@@ -136,7 +147,7 @@ class Watchdog:
             if watch.settled:
                 continue
             if watch.ended:
-                actions.extend(self._settle(watch, now, states.get(watch.incident_id)))
+                actions.extend(self._settle(watch, now, states))
                 continue
             if watch.closed:
                 continue
@@ -189,13 +200,16 @@ class Watchdog:
         watch.resumed_at = now
         return Action("resume", watch.incident_id, f"{cause}: resumed ({count} of {limit})")
 
-    def _settle(self, watch: Watch, now: float, state: RunState | None) -> list[Action]:
-        """The alerts ended: resolve the page of an incident a human was paged for, once."""
-        if not watch.closed and state is not None and state.unknown is None and state.outcome in PAGED:
-            watch.escalated = True  # its run paged, and ended before a tick saw it
+    def _settle(self, watch: Watch, now: float, states: Mapping[str, RunState]) -> list[Action]:
+        """The alerts ended: resolve the page of an incident a human was paged for, once. Its run (or the run
+        of an incident it took over) may record that it paged after the alerts ended: looked up till then."""
+        for iid in (watch.incident_id, *watch.inherits):
+            state = states.get(iid)
+            if state is not None and state.unknown is None and state.outcome in PAGED:
+                watch.escalated = True
         watch.closed = True
-        if (watch.paged or watch.escalated) and now < watch.ended_at + self.settle_after:
-            return []  # resolved only once the failure stayed away a while (see open())
+        if now < watch.ended_at + self.settle_after:
+            return []  # settled only once the failure stayed away a while (see open())
         watch.settled = True
         if not (watch.paged or watch.escalated):
             return []

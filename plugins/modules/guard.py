@@ -208,6 +208,11 @@ notify_resolved:
   description: Whether a healed incident of this type sends an informational notice (C(escalation.notify_resolved)).
   returned: success
   type: bool
+role:
+  description: The role that fixes this type (the catalog's C(role)), which the lifecycle playbook runs; null without.
+  returned: success
+  type: str
+  sample: selfheal.core.service
 deadline:
   description: Seconds a run of this type may take before the watchdog resumes it or pages (C(escalation.deadline)).
   returned: success
@@ -354,7 +359,7 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder,
             "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout,
             "approval_timeout": itype.approval_timeout, "burn": burn_details, "verify_query": itype.verify_query,
-            "hold": itype.hold, "notify_resolved": itype.notice, "deadline": itype.deadline}
+            "hold": itype.hold, "notify_resolved": itype.notice, "deadline": itype.deadline, "role": itype.role}
 
 
 ARGUMENT_SPEC = {

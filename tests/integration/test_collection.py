@@ -124,13 +124,22 @@ def test_event_source_documentation_matches_its_arguments(source: Path) -> None:
 def test_rulebook_and_playbooks_resolve_from_the_installed_collection(installed: tuple[Path, Path]) -> None:
     dest = installed[1]
     env = {"ANSIBLE_COLLECTIONS_PATH": str(dest)}
-    syntax = _run(str(BIN / "ansible-playbook"), "--syntax-check", "selfheal.core.remediate_service_down", env=env)
-    assert syntax.returncode == 0, syntax.stderr
+    for playbook in ("selfheal.core.remediate", "selfheal.core.remediate_service_down"):
+        syntax = _run(str(BIN / "ansible-playbook"), "--syntax-check", playbook, env=env)
+        assert syntax.returncode == 0, syntax.stderr
     root = dest / "ansible_collections" / "selfheal" / "core"
     rulebook = yaml.safe_load((root / "rulebooks" / "self_healing.yml").read_text())
     names = {r["action"].get("run_playbook", {}).get("name") for r in rulebook[0]["rules"]} - {None}
+    # the rulebook runs what the event's catalog entry names: those playbooks and roles must be there
+    assert "{{ event.incident.playbook }}" in names, names
+    catalog = yaml.safe_load((root / "rulebooks" / "catalog.yml").read_text())
+    named = {t.get("playbook", "selfheal.core.remediate") for t in catalog["incident_types"] if t.get("role")}
+    names = {n for n in names if "{{" not in n} | named
     for name in names:
         assert (root / "playbooks" / f"{name.split('.')[-1]}.yml").exists(), name
+    for role in {t["role"] for t in catalog["incident_types"] if t.get("role")}:
+        for entry in ("diagnose", "remediate", "verify", "rollback"):
+            assert (root / "roles" / role.split(".")[-1] / "tasks" / f"{entry}.yml").exists(), (role, entry)
 
 
 def test_make_help_lists_every_target_once() -> None:

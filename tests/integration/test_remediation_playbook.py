@@ -131,7 +131,7 @@ def test_failed_remediation_escalates_with_the_evidence(lab: Lab, port_squatter:
     body = new[0]["body"]
     assert isinstance(body, dict)
     assert body["target"] == port_squatter and body["severity"] == "critical"
-    assert "still down after automatic remediation" in body["summary"]
+    assert "is not healed after automatic remediation" in body["summary"]
     evidence = body["evidence"]
     assert evidence["diagnosis"]["running"] is False
     assert evidence["action"] == "started"

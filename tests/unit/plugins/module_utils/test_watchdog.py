@@ -210,3 +210,24 @@ def test_a_flapping_alert_keeps_its_page_open_and_the_next_incident_takes_it_ove
     assert dog.tick(70, {}) == []
     [resolve] = dog.tick(91, {})
     assert (resolve.kind, resolve.incident_id, dog.page_key("b")) == ("resolve", "b", "a")
+
+
+def test_a_page_its_run_sent_after_the_alerts_ended_is_resolved_by_the_incident_that_took_it_over() -> None:
+    """The flapping case: the alert resolves while the relapsing fix is up, the run then records that it
+    paged (the target flaps), and the crash opens a new incident that a human closes later."""
+    dog = Watchdog(settle_after=30)
+    dog.open(incident("a"), DEADLINE, 0)
+    assert dog.tick(5, {"a": RunState(running=True, at=1)}) == []
+    dog.close("a", now=6)  # the alerts ended while the run held its hold window
+    assert "a" in dog.pending(), "looked up until it settles"
+    assert dog.tick(10, {"a": RunState(running=True, at=1)}) == []
+    dog.open(incident("b"), DEADLINE, 12)  # the crash: the same type on the same target
+    assert dog.page_key("b") == "a" and "a" not in dog.pending()
+    states = {"a": RunState(outcome="escalated", at=11), "b": RunState(outcome="covered", at=14)}
+    assert dog.tick(20, states) == []
+    dog.close("b", now=100)  # a human fixed it
+    assert set(dog.pending()) == {"b", "a"}
+    assert dog.tick(110, states) == []
+    [resolve] = dog.tick(131, states)
+    assert (resolve.kind, resolve.incident_id, dog.page_key("b")) == ("resolve", "b", "a")
+    assert dog.tick(140, states) == [] and dog.pending() == []
