@@ -20,8 +20,9 @@ waiting proposal.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
+
+from ansible_collections.selfheal.core.plugins.module_utils.signals import utc_seconds
 
 DECISIONS = ("approve", "reject")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -37,10 +38,6 @@ class ApprovalError(ValueError):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _incident_id(payload: dict[str, Any]) -> str:
@@ -117,7 +114,7 @@ class Approvals:
             raise ApprovalError(409, f"a proposal for {incident_id} was already answered: it "
                                      f"{self.answered[incident_id]}")
         if incident_id in self.pending:
-            until = _when(self.pending[incident_id]["deadline"])
+            until = utc_seconds(self.pending[incident_id]["deadline"])
             raise ApprovalError(409, f"a proposal for {incident_id} is already waiting for a decision (until {until})")
         if len(self.pending) >= self.max_pending:
             raise ApprovalError(409, f"{self.max_pending} proposals are already waiting; decide some first")
@@ -126,7 +123,7 @@ class Approvals:
         incident_id = approval["incident_id"]
         if now is not None and incident_id in self.pending and self.pending[incident_id]["deadline"] <= now:
             raise ApprovalError(409, f"the proposal for {incident_id} timed out at "
-                                     f"{_when(self.pending[incident_id]['deadline'])}")
+                                     f"{utc_seconds(self.pending[incident_id]['deadline'])}")
         if incident_id not in self.pending:
             ended = self.answered.get(incident_id)
             how = f": it {ended}" if ended else " (never proposed, or forgotten)"
@@ -147,7 +144,7 @@ class Approvals:
         proposal = self.pending.pop(approval["incident_id"])
         approval = {**approval, "decided_at": now}
         verb = "approved" if approval["decision"] == "approve" else "rejected"
-        self._answered(approval["incident_id"], f"was {verb} by {approval['approver']} at {_when(now)}")
+        self._answered(approval["incident_id"], f"was {verb} by {approval['approver']} at {utc_seconds(now)}")
         kind = "approval_granted" if approval["decision"] == "approve" else "approval_rejected"
         return [{"kind": kind, "proposal": proposal, "approval": approval}]
 
@@ -156,7 +153,7 @@ class Approvals:
         events = []
         for incident_id in [i for i, p in self.pending.items() if p["deadline"] <= now]:
             proposal = self.pending.pop(incident_id)
-            self._answered(incident_id, f"timed out at {_when(proposal['deadline'])} without a decision")
+            self._answered(incident_id, f"timed out at {utc_seconds(proposal['deadline'])} without a decision")
             events.append({"kind": "approval_timed_out", "proposal": proposal})
         return events
 

@@ -137,8 +137,8 @@ class Catalog:
 
 LIFECYCLE_PLAYBOOK = "selfheal.core.remediate"
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
-_TYPE_KEYS = {"name", "match", "playbook", "role", "mode", "description", "never_automate", "blast_radius", "cooldown",
-              "circuit", "verification", "escalation", "slo", "approval", "promotion"}
+_TYPE_KEYS = {"name", "match", "playbook", "role", "steps", "ladder", "mode", "description", "never_automate",
+              "blast_radius", "cooldown", "circuit", "verification", "escalation", "slo", "approval", "promotion"}
 
 
 def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
@@ -196,6 +196,8 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
             burn_slow=_number(item, "slo", "slow_burn", 6.0, source, path, 1, 10000),
             promote_after=int(_number(item, "promotion", "after", 5, source, path, 1, 1000)),
             self_promote=_flag(item, "promotion", "automatic", source, path),
+            steps=_steps(item, source, path),
+            skip_after=int(_number(item, "ladder", "skip_after", 3, source, path, 1, 1000)),
         )
         if policy.self_promote and mode != "propose":
             raise _fail(source, f"{path}.promotion.automatic", "only a propose type can promote itself to auto")
@@ -224,6 +226,7 @@ _SECTION_KEYS = {
     "verification": {"timeout", "promql", "hold"},
     "escalation": {"route", "deadline", "notify_resolved"},
     "approval": {"timeout"},
+    "ladder": {"skip_after"},
     "promotion": {"after", "automatic"},
     "slo": {"fast_burn", "slow_burn", "error_ratio_query", "objective", "fast_windows", "slow_windows"},
 }
@@ -264,6 +267,19 @@ def _parse_slo(item: Mapping[str, Any], source: str, path: str) -> SloSpec | Non
                 raise _fail(source, f"{path}.slo.{key}", str(exc)) from None
     return SloSpec(**{key: section[key] for key in ("objective", "error_ratio_query", "fast_windows", "slow_windows")
                       if key in section})
+
+
+def _steps(item: Mapping[str, Any], source: str, path: str) -> tuple[str, ...]:
+    """The type's ladder: step names, least disruptive first (its role's remediate entry point gets each)."""
+    steps = item.get("steps", ["remediate"])
+    if not isinstance(steps, list) or not steps:
+        raise _fail(source, f"{path}.steps", "must be a non-empty list of step names, least disruptive first")
+    for j, step in enumerate(steps):
+        if not isinstance(step, str) or not _NAME.match(step):
+            raise _fail(source, f"{path}.steps[{j}]", "must be a lower-case step name, e.g. restart")
+    if len(set(steps)) != len(steps):
+        raise _fail(source, f"{path}.steps", "names a step twice")
+    return tuple(steps)
 
 
 def _flag(item: Mapping[str, Any], section: str, key: str, source: str, path: str) -> bool:
@@ -328,6 +344,31 @@ def _parse_matcher(rule: Any, source: str, path: str) -> Matcher:
 
 def load_catalog(path: str) -> Catalog:
     return parse_catalog(load_yaml(path), path)
+
+
+ROLE_ENTRY_POINTS = ("diagnose", "remediate", "verify", "rollback")
+
+
+def check_roles(catalog: Catalog, collection_roots: list[str]) -> None:
+    """Every role the catalog names is installed with the lifecycle's entry points: found under one of
+    `collection_roots` (directories that hold ansible_collections/), or a PolicyFileError naming the file,
+    the entry and what is missing. Run at daemon start, so a typo fails there, not at the first incident."""
+    import os
+
+    for i, itype in enumerate(catalog.types):
+        if itype.role is None:
+            continue
+        namespace, name, role = itype.role.split(".")
+        dirs = [os.path.join(root, "ansible_collections", namespace, name, "roles", role) for root in collection_roots]
+        found = next((d for d in dirs if os.path.isdir(d)), None)
+        if found is None:
+            raise _fail(catalog.source, f"incident_types[{i}].role",
+                        f"role {itype.role} is not installed (looked in {', '.join(collection_roots) or 'nowhere'})")
+        missing = [e for e in ROLE_ENTRY_POINTS if not os.path.isfile(os.path.join(found, "tasks", f"{e}.yml"))]
+        if missing:
+            raise _fail(catalog.source, f"incident_types[{i}].role",
+                        f"role {itype.role} has no {', '.join(missing)} entry point (tasks/<entry>.yml in {found}); "
+                        f"the lifecycle runs {', '.join(ROLE_ENTRY_POINTS)}")
 
 
 # --------------------------------------------------------------------------- topology

@@ -24,10 +24,11 @@ Order of the rules:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ansible_collections.selfheal.core.plugins.module_utils.signals import utc_seconds
 
 MODES = ("observe", "propose", "auto")
 
@@ -47,6 +48,9 @@ class Policy:
     burn_slow: float = 6.0
     promote_after: int = 5
     self_promote: bool = False
+    # the ladder: the type's steps, least disruptive first, and how many failed attempts in a row skip one
+    steps: tuple[str, ...] = ("remediate",)
+    skip_after: int = 3
 
     @property
     def lookback(self) -> float:
@@ -95,6 +99,7 @@ class Facts:
     burn_unknown: str | None = None  # why the burn could not be measured, when the type has an SLO
     approved_by: str | None = None  # the human who approved this run's proposal
     ready_for_auto: bool = False  # the track record says so (see track_record)
+    step_history: Mapping[str, Sequence[bool]] = field(default_factory=dict)  # step -> verified?, newest first
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ class Decision:
     retry_at: float | None = None
     # held back only by targets whose open circuit a human was already paged for: no second page
     already_paged: bool = False
+    steps: tuple[str, ...] = ()  # the ladder's steps to try, in order (see ladder())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,12 +127,8 @@ class Decision:
             "batches": [list(b) for b in self.batches], "batch_size": self.batch_size,
             "serial": self.batch_size, "max_fail_percentage": 0,
             "circuit_open": self.circuit_open, "escalate": self.escalate, "retry_at": self.retry_at,
-            "already_paged": self.already_paged,
+            "already_paged": self.already_paged, "steps": list(self.steps),
         }
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def batch_size(policy: Policy, group_size: int) -> int:
@@ -176,7 +178,8 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
 
     for window in facts.windows:
         if not window.targets and window.covers(now):
-            reasons.append(f"{window.kind} '{window.name}' covers everything until {_when(window.end)}: observe only")
+            ends = utc_seconds(window.end)
+            reasons.append(f"{window.kind} '{window.name}' covers everything until {ends}: observe only")
             mode = "observe"
 
     is_open, recent = circuit_open(policy, facts.failures, now)
@@ -199,7 +202,7 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
         lease = facts.leases.get(target)
         until = facts.cooldowns.get(target)
         if covering is not None:
-            skipped[target] = f"in {covering.kind} '{covering.name}' until {_when(covering.end)}"
+            skipped[target] = f"in {covering.kind} '{covering.name}' until {utc_seconds(covering.end)}"
         elif target_circuit_open(policy, facts.target_failures.get(target, ()), now):
             skipped[target] = (f"circuit open for this target: {len(facts.target_failures[target])} failed "
                                f"automatic runs here (threshold {policy.circuit_target_failures}); "
@@ -207,12 +210,12 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
             told = facts.target_circuit_escalated.get(target)
             if told is not None and told >= max(facts.target_failures[target]):
                 paged.add(target)
-                skipped[target] += f" (paged at {_when(told)})"
+                skipped[target] += f" (paged at {utc_seconds(told)})"
         elif until is not None and until > now:
-            skipped[target] = f"cooling down until {_when(until)}"
+            skipped[target] = f"cooling down until {utc_seconds(until)}"
             waits[target] = until
         elif lease is not None and lease[0] != holder and lease[1] > now:
-            skipped[target] = f"locked by {lease[0]} until {_when(lease[1])}"
+            skipped[target] = f"locked by {lease[0]} until {utc_seconds(lease[1])}"
             waits[target] = lease[1]
     for target, why in skipped.items():
         reasons.append(f"{target}: {why}")
@@ -231,8 +234,13 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
     elif facts.burn_unknown:
         reasons.append(f"error-budget burn unknown ({facts.burn_unknown}): decided without it")
 
-    eligible = tuple(t for t in unique if t not in skipped)
-    if not eligible:
+    steps, step_reasons = ladder(policy.steps, facts.step_history, policy.skip_after)
+    reasons.extend(step_reasons)
+    eligible = tuple(t for t in unique if t not in skipped) if steps else ()
+    if not steps:
+        escalate = True
+        reasons.append(f"every step of the {itype} ladder kept failing: a human looks first")
+    elif not eligible:
         reasons.append("no target may be acted on now")
     allowed = mode == "auto" and bool(eligible)
     if mode == "propose" and eligible:
@@ -246,12 +254,37 @@ def decide(itype: str, policy: Policy, targets: Sequence[str], group_size: int, 
     retry_at = None
     if not eligible and mode in ("auto", "propose") and not escalate and set(waits) == set(skipped):
         retry_at = min(waits.values())
-        reasons.append(f"decided again at {_when(retry_at)}, when the first target is free; no page before that")
+        reasons.append(f"decided again at {utc_seconds(retry_at)}, when the first target is free; no page before that")
     already_paged = not eligible and not escalate and bool(paged) and set(paged) == set(skipped)
     if already_paged:
         reasons.append("a human was already paged for every held-back target: no second page")
     return Decision(mode, allowed, tuple(reasons), eligible, skipped, batches, size, is_open, escalate, retry_at,
-                    already_paged)
+                    already_paged, steps)
+
+
+def ladder(steps: Sequence[str], history: Mapping[str, Sequence[bool]],
+           skip_after: int) -> tuple[tuple[str, ...], list[str]]:
+    """The steps to try, least disruptive first (the catalog's order), and the reasons in words.
+
+    Each step's verified-success rate over its recent attempts on this type is reported; a step whose
+    last `skip_after` attempts all failed to verify is skipped, so a fix that never works stops being
+    tried first. (It is tried again once an attempt of it verifies, which a human can make happen.)
+    """
+    kept: list[str] = []
+    reasons: list[str] = []
+    for step in steps:
+        tried = list(history.get(step, ()))
+        if not tried:
+            reasons.append(f"step {step}: not tried on this type yet")
+            kept.append(step)
+            continue
+        rate = f"{sum(tried)} of its last {len(tried)} attempts verified"
+        if len(tried) >= skip_after and not any(tried[:skip_after]):
+            reasons.append(f"step {step} skipped: its last {skip_after} attempts all failed to verify ({rate})")
+        else:
+            reasons.append(f"step {step}: {rate}")
+            kept.append(step)
+    return tuple(kept), reasons
 
 
 @dataclass(frozen=True)

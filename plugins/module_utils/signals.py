@@ -78,9 +78,16 @@ class Signal:
         return cls(**{**fields, "target": Target(**fields["target"])})
 
 
+# The time helpers of the collection, in one place: what is sent and recorded is RFC 3339 UTC.
+
 def utc_iso(ts: float) -> str:
     """Format a Unix time as RFC 3339 UTC with milliseconds."""
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def utc_seconds(ts: float) -> str:
+    """Format a Unix time as RFC 3339 UTC to the second (for reasons and messages people read)."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: Any) -> float | None:

@@ -12,28 +12,27 @@ So `Burn.fast` is the lower burn rate of the two fast windows and `Burn.slow`
 the lower of the two slow windows; `policy.decide()` compares them with the
 policy's thresholds.
 
-Each window is one instant query (POST /api/v1/query, through Ansible's
-open_url, so proxies and certificate checks behave as in any module), and
-its worst series (the highest error ratio) stands for it. Every failure is
-a SloError whose message says what to fix; what no data means is the
+Each window is one instant query (module_utils/prometheus.py), and its
+worst series (the highest error ratio) stands for it. Every failure is a
+SloError whose message says what to fix; what no data means is the
 caller's decision.
 """
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import math
 import re
-import urllib.error
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ansible.module_utils import urls
-
 from ansible_collections.selfheal.core.plugins.module_utils.policy import Burn
+from ansible_collections.selfheal.core.plugins.module_utils.prometheus import (
+    PrometheusError,
+    endpoint,
+    post,
+    samples,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +40,11 @@ PLACEHOLDER = "{window}"
 DURATION = re.compile(r"^(?P<count>[0-9]+)(?P<unit>ms|s|m|h|d|w|y)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _MIN_COVERAGE = 0.5
-_SNIPPET = 200
 
 
-class SloError(Exception):
-    """The burn rate cannot be known; the message says why and what to fix."""
+# The burn rate cannot be known; the message says why and what to fix. One error for a bad SLO and for
+# a Prometheus that cannot answer (what callers do is the same: decide without the burn, or fail).
+SloError = PrometheusError
 
 
 def _check_objective(objective: Any) -> float:
@@ -152,7 +151,7 @@ def query_burn(prometheus_url: str, spec: SloSpec, timeout: float = 5.0,
 
     `timeout` bounds each query (in seconds); `now` is the evaluation time (Unix seconds), default Prometheus's now.
     """
-    endpoint, where = _endpoint(prometheus_url)
+    endpoint_url, where = endpoint(prometheus_url)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise SloError(f"timeout must be a positive number of seconds; got {timeout!r}")
     if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now)):
@@ -161,7 +160,7 @@ def query_burn(prometheus_url: str, spec: SloSpec, timeout: float = 5.0,
     at = {} if now is None else {"time": f"{now:.3f}"}
     for window in spec.windows:
         query = spec.query(window)
-        status, body = _post(endpoint, where, {"query": query, **at}, timeout)
+        status, body = post(endpoint_url, where, {"query": query, **at}, timeout)
         ratios[window] = _worst_ratio(status, body, where, window, query)
         logger.debug("window %s: error ratio %s from %s", window, ratios[window], where)
     burn, details = burn_from_ratios(spec, ratios)
@@ -172,102 +171,25 @@ def query_burn(prometheus_url: str, spec: SloSpec, timeout: float = 5.0,
 def history(prometheus_url: str, window: str, timeout: float = 5.0, now: float | None = None) -> float:
     """Seconds of the last `window` for which Prometheus holds data: how far back its oldest scrape
     within the window is (the whole window for a Prometheus that has run longer)."""
-    endpoint, where = _endpoint(prometheus_url)
+    endpoint_url, where = endpoint(prometheus_url)
     step = max(1, int(seconds(window) / 360))  # a few hundred points, whatever the window
     query = f"time() - min(min_over_time(timestamp(up)[{_check_duration(window)}:{step}s]))"
     params = {"query": query} if now is None else {"query": query, "time": f"{now:.3f}"}
-    status, body = _post(endpoint, where, params, timeout)
-    samples = _samples(status, body, where, "the history", query)
+    status, body = post(endpoint_url, where, params, timeout)
+    found = samples(status, body, where, "the history", query)
     try:
-        return float(samples[0][1][1]) if samples else 0.0
+        return float(found[0][1][1]) if found else 0.0
     except (TypeError, ValueError, IndexError):
-        raise SloError(f"Prometheus at {where} answered the history query with {samples[0]!r}: {query}") from None
-
-
-def _endpoint(url: Any) -> tuple[str, str]:
-    """The instant query endpoint of the Prometheus at `url`, and its host:port for messages."""
-    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-    if parts is not None and "@" in parts.netloc:
-        raise SloError("prometheus_url must not carry a user or password: give http(s)://host:port of Prometheus")
-    try:
-        port = parts.port if parts is not None else None
-    except ValueError:  # a port that is not a number from 0 to 65535
-        port, parts = None, None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SloError(f"prometheus_url must be the base URL of Prometheus, http(s)://host:port such as "
-                       f"http://127.0.0.1:9090; got {url!r}")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    where = f"{host}:{port or (443 if parts.scheme == 'https' else 80)}"
-    path = parts.path.rstrip("/") + "/api/v1/query"
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", "")), where
-
-
-def _post(endpoint: str, where: str, params: dict[str, str], timeout: float) -> tuple[int, bytes]:
-    """POST the form to the endpoint: the HTTP status and body, whatever the status."""
-    try:
-        try:
-            headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
-            response = urls.open_url(endpoint, data=urllib.parse.urlencode(params).encode(), method="POST",
-                                     headers=headers, timeout=timeout)
-            with response:
-                return int(response.status), response.read()
-        except urllib.error.HTTPError as exc:
-            try:
-                return exc.code, exc.read()
-            finally:
-                exc.close()
-    # URLError and timeouts are OSErrors; urls.ConnectionError is open_url's own (proxy, TLS).
-    except (OSError, http.client.HTTPException, urls.ConnectionError) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise SloError(f"cannot reach Prometheus at {where}: {str(reason) or type(exc).__name__}; check the URL and "
-                       f"that Prometheus runs and answers there within {timeout:g}s") from exc
-
-
-def _samples(status: int, body: bytes, where: str, what: str, query: str) -> list[tuple[Any, Any]]:
-    """The (metric, value) samples of one instant query's answer; `what` names the query in messages."""
-    try:
-        answer = json.loads(body)
-    except ValueError:  # not JSON, or not UTF-8
-        answer = None
-    if not isinstance(answer, dict) or "status" not in answer:
-        snippet = body[:_SNIPPET].decode("utf-8", "replace").strip()
-        raise SloError(f"{where} answered HTTP {status} without Prometheus's JSON for {what} "
-                       f"({snippet!r}); check that the URL is the base URL of Prometheus, without /api/v1")
-    if answer["status"] != "success":
-        raise SloError(f"Prometheus at {where} rejected the query for {what} (HTTP {status}, "
-                       f"{answer.get('errorType', 'error')}): {answer.get('error', 'no error text')}; "
-                       f"fix the query: {query}")
-    if answer.get("warnings"):
-        logger.info("Prometheus at %s warns about the query for %s: %s", where, what, answer["warnings"])
-    data = answer.get("data")
-    if not isinstance(data, dict):
-        data = {}
-    kind, result = data.get("resultType"), data.get("result")
-    if kind == "matrix":
-        raise SloError(f"the query for {what} returns a range vector; wrap the range selector in a "
-                       f"function such as avg_over_time() or rate() so it returns one value per series: {query}")
-    if kind == "scalar":
-        return [({}, result)]
-    if kind == "vector" and isinstance(result, list):
-        return [(s.get("metric"), s.get("value")) if isinstance(s, dict) else ({}, s) for s in result]
-    raise SloError(f"Prometheus at {where} answered {what} with a {kind!r} result, not a vector or "
-                   f"scalar: {query}")
-
-
-def instant_query(prometheus_url: str, query: str, timeout: float = 5.0) -> list[tuple[Any, Any]]:
-    """Run one instant query now: its (metric labels, [time, value]) samples; SloError says why not."""
-    endpoint, where = _endpoint(prometheus_url)
-    status, body = _post(endpoint, where, {"query": query}, timeout)
-    return _samples(status, body, where, "the query", query)
+        raise SloError(f"Prometheus at {where} answered the history query with {found[0]!r}: {query}") from None
 
 
 def _worst_ratio(status: int, body: bytes, where: str, window: str, query: str) -> float:
     """The highest error ratio over the series of one instant query's answer."""
-    samples = _samples(status, body, where, f"window {window}", query)
-    if not samples:
+    found = samples(status, body, where, f"window {window}", query)
+    if not found:
         raise SloError(f"no data for window {window}: the query returned no series; check its metric and label "
                        f"names and that Prometheus has scraped them over {window}: {query}")
-    return max(_ratio(metric, value, window, query) for metric, value in samples)
+    return max(_ratio(metric, value, window, query) for metric, value in found)
 
 
 def _ratio(metric: Any, value: Any, window: str, query: str) -> float:

@@ -101,6 +101,15 @@ MIGRATIONS: tuple[tuple[int, dict[str, str]], ...] = (
           "postgresql": """
         CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
         FOR EACH ROW EXECUTE FUNCTION selfheal_audit_append_only()"""}),
+    (11, {_BOTH: """
+        CREATE TABLE step_attempts (
+            incident_type TEXT NOT NULL,
+            step TEXT NOT NULL,
+            target TEXT NOT NULL,
+            verified INTEGER NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )"""}),
+    (12, {_BOTH: "CREATE INDEX step_attempts_by_type ON step_attempts (incident_type, step, at)"}),
 )
 # Argument spec of the store options, shared by every module that uses the store
 # (documented once in doc_fragments/store.py).
@@ -120,7 +129,8 @@ class StoreError(Exception):
 
 
 class Store:
-    """One connection to the store. `target` is a path (SQLite) or a postgresql:// URL."""
+    """One connection to the store. `target` is a path (SQLite) or a postgresql:// URL. A context manager:
+    ``with Store(target) as store:`` closes it however the block ends."""
 
     def __init__(self, target: str, timeout: float = 5.0, password: str | None = None) -> None:
         self.target = target
@@ -325,6 +335,20 @@ class Store:
         return track_record(itype, policy.mode, self.outcomes(itype, limit), self.outcomes(itype, 200, mode="propose"),
                             is_open, promote_after or policy.promote_after)
 
+    def record_step(self, itype: str, step: str, target: str, verified: bool, at: float) -> None:
+        """One attempt of a step of the ladder of `itype` on `target`, and whether it verified."""
+        self._exec("INSERT INTO step_attempts (incident_type, step, target, verified, at) VALUES (?, ?, ?, ?, ?)",
+                   (itype, step, target, int(verified), at))
+
+    def step_history(self, itype: str, steps: list[str], limit: int = 20) -> dict[str, list[bool]]:
+        """Whether each of the last `limit` attempts of each step of `itype` verified, newest first."""
+        out: dict[str, list[bool]] = {}
+        for step in steps:
+            rows = self._exec("SELECT verified FROM step_attempts WHERE incident_type = ? AND step = ? "
+                              "ORDER BY at DESC LIMIT ?", (itype, step, limit))
+            out[step] = [bool(r[0]) for r in rows]
+        return out
+
     def circuit_escalated_at(self, itype: str, since: float) -> float | None:
         rows = self._exec("SELECT max(at) FROM circuit_escalations WHERE incident_type = ? AND at >= ?",
                           (itype, since))
@@ -408,3 +432,9 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -148,6 +148,13 @@ decision:
     escalate:
       description: Whether a human must be paged now (never-automate type, or a circuit that has just opened).
       type: bool
+    steps:
+      description:
+        - The steps of the type's ladder to try, least disruptive first; a step whose last
+          C(ladder.skip_after) attempts all failed to verify is left out (the reasons say so, with each
+          step's verified-success rate). Empty when every step kept failing (a human is paged).
+      type: list
+      elements: str
     already_paged:
       description:
         - Every target was held back by its own open circuit, and a human was already paged for each (for a
@@ -276,17 +283,12 @@ def _heartbeat(p: dict[str, Any], holder: str, leases: dict[str, int]) -> None:
             except OSError:
                 break  # the run is gone: its leases expire by themselves
             try:
-                store = Store(p["store"], password=p["store_password"], timeout=2.0)
+                with Store(p["store"], password=p["store_password"], timeout=2.0) as store:
+                    for target, token in list(live.items()):
+                        if not store.renew(target, holder, token, p["lease_ttl"], store.clock()):
+                            del live[target]  # released by the run, or lost: nothing more to renew
             except StoreError:
                 continue  # not renewed: if the store stays away the lease expires and the run is fenced off
-            try:
-                for target, token in list(live.items()):
-                    if not store.renew(target, holder, token, p["lease_ttl"], store.clock()):
-                        del live[target]  # released by the run, or lost: nothing more to renew
-            except StoreError:
-                pass
-            finally:
-                store.close()
     finally:
         os._exit(0)
 
@@ -305,55 +307,53 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     targets = list(dict.fromkeys(p["targets"]))
     leases: dict[str, int] = {}
     try:
-        store = Store(p["store"], password=p["store_password"])
-        # leases expire by the store's clock, so the decision is made by it too
-        now = p["now"] if p["now"] is not None else store.clock()
+        with Store(p["store"], password=p["store_password"]) as store:
+            # leases expire by the store's clock, so the decision is made by it too
+            now = p["now"] if p["now"] is not None else store.clock()
+            since = now - policy.lookback
+            failures = store.failures(itype.name, since=since)
+            # the approved runs are read apart: automatic runs after a promotion do not push them out
+            ready = policy.self_promote and store.track_record(itype.name, policy, now)["ready_for_auto"]
+            burn, burn_unknown, burn_details = _burn(itype, p)
+            facts = Facts(
+                now=now,
+                leases=store.leases(targets),
+                cooldowns=store.cooldowns(targets),
+                failures=failures,
+                target_failures=store.failures_by_target(itype.name, targets, since=since),
+                circuit_escalated_at=store.circuit_escalated_at(itype.name, since=now - policy.circuit_reset),
+                target_circuit_escalated=store.target_circuits_escalated(itype.name, targets, since=since),
+                windows=catalog.windows,
+                burn=burn,
+                burn_unknown=burn_unknown,
+                approved_by=p["approved_by"],
+                ready_for_auto=ready,
+                step_history=store.step_history(itype.name, list(policy.steps)),
+            )
+            decision = decide(itype.name, policy, targets, p["group_size"] or len(targets), holder, facts)
+            result = decision.to_dict()
+            if not check_mode:
+                if decision.allowed:
+                    for target in decision.targets:
+                        token = store.acquire(target, holder, p["lease_ttl"], now)
+                        if token is None:  # taken between reading and acquiring: refuse it, keep the rest
+                            result["skipped"][target] = "locked by another run (lost the race)"
+                        else:
+                            leases[target] = token
+                    result["targets"] = [t for t in decision.targets if t in leases]
+                    kept = ([t for t in batch if t in leases] for batch in decision.batches)
+                    result["batches"] = [batch for batch in kept if batch]
+                    result["allowed"] = bool(leases)
+                if decision.escalate and decision.circuit_open:
+                    store.mark_circuit_escalated(itype.name, now)
+                if not decision.allowed and not decision.already_paged:  # this decision pages for these targets
+                    for target, why in decision.skipped.items():
+                        if why.startswith("circuit open for this target"):
+                            store.mark_circuit_escalated(itype.name, now, target)
+                store.record_decision(p["incident_id"], itype.name, holder, result, now)
+                store.audit("decided", holder, {"decision": result, "leases": leases}, p["incident_id"], now)
     except StoreError as exc:
         raise ModuleError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
-    try:
-        failures = store.failures(itype.name, since=now - policy.lookback)
-        # the approved runs are read apart: automatic runs after a promotion do not push them out
-        ready = policy.self_promote and store.track_record(itype.name, policy, now)["ready_for_auto"]
-        burn, burn_unknown, burn_details = _burn(itype, p)
-        facts = Facts(
-            now=now,
-            leases=store.leases(targets),
-            cooldowns=store.cooldowns(targets),
-            failures=failures,
-            target_failures=store.failures_by_target(itype.name, targets, since=now - policy.lookback),
-            circuit_escalated_at=store.circuit_escalated_at(itype.name, since=now - policy.circuit_reset),
-            target_circuit_escalated=store.target_circuits_escalated(itype.name, targets, since=now - policy.lookback),
-            windows=catalog.windows,
-            burn=burn,
-            burn_unknown=burn_unknown,
-            approved_by=p["approved_by"],
-            ready_for_auto=ready,
-        )
-        decision = decide(itype.name, policy, targets, p["group_size"] or len(targets), holder, facts)
-        result = decision.to_dict()
-        if not check_mode:
-            if decision.allowed:
-                for target in decision.targets:
-                    token = store.acquire(target, holder, p["lease_ttl"], now)
-                    if token is None:  # taken between reading and acquiring: refuse it, keep the rest
-                        result["skipped"][target] = "locked by another run (lost the race)"
-                    else:
-                        leases[target] = token
-                result["targets"] = [t for t in decision.targets if t in leases]
-                result["batches"] = [kept for kept in ([t for t in b if t in leases] for b in decision.batches) if kept]
-                result["allowed"] = bool(leases)
-            if decision.escalate and decision.circuit_open:
-                store.mark_circuit_escalated(itype.name, now)
-            if not decision.allowed and not decision.already_paged:  # this decision pages for these targets
-                for target, why in decision.skipped.items():
-                    if why.startswith("circuit open for this target"):
-                        store.mark_circuit_escalated(itype.name, now, target)
-            store.record_decision(p["incident_id"], itype.name, holder, result, now)
-            store.audit("decided", holder, {"decision": result, "leases": leases}, p["incident_id"], now)
-    except StoreError as exc:
-        raise ModuleError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
-    finally:
-        store.close()
     if leases and p["heartbeat"] and not check_mode:
         _heartbeat(p, holder, leases)
     return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder,

@@ -15,6 +15,8 @@ description:
     the lease. A run whose lease was taken over by a newer run is fenced off
     and changes nothing but the record of its outcome.
   - With O(action=audit), appends one event to the append-only audit trail.
+  - With O(action=step), records whether one step of the type's ladder verified on each target (what
+    the guard's ladder learns from).
   - With O(action=fence), fails unless the run still holds every target's lease with its fencing token,
     by the store's clock. A run calls it before each change, so a run that could not renew its lease (its
     heartbeat lost the store, or the lease was taken over) stops before its next change.
@@ -39,7 +41,7 @@ options:
   action:
     description: What to record.
     type: str
-    choices: [finish, audit, fence]
+    choices: [finish, audit, fence, step]
     default: finish
   incident_id:
     description: Id of the incident.
@@ -78,6 +80,13 @@ options:
     description: Seconds of cooldown on each target after a run that acted.
     type: float
     default: 300
+  step:
+    description: The step of the ladder (O(action=step)).
+    type: str
+  verified:
+    description: Whether the step verified (O(action=step)).
+    type: bool
+    default: false
   catalog:
     description:
       - Path of the catalog, for the circuit and hold window of O(incident_type). Required with
@@ -171,13 +180,10 @@ from ansible_collections.selfheal.core.plugins.module_utils.store import (
 def _fence(p: dict[str, Any]) -> dict[str, Any]:
     """Fail unless the run still holds each target's lease: it stops before its next change."""
     try:
-        store = Store(p["store"], password=p["store_password"], timeout=2.0)
-        try:
+        with Store(p["store"], password=p["store_password"], timeout=2.0) as store:
             now = store.clock()
             lost = [t for t in p["targets"]
                     if p["tokens"].get(t) is None or not store.fenced(t, p["holder"], int(p["tokens"][t]), now)]
-        finally:
-            store.close()
     except StoreError as exc:
         raise ModuleError(f"the lease cannot be checked, so the run stops before its next change: {exc}") from exc
     if lost:
@@ -199,24 +205,33 @@ def _relapse(p: dict[str, Any], store: Store, target: str, now: float) -> Relaps
 
 
 def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
-    if p["action"] == "audit":
-        if not p["event"]:
-            raise ModuleError("action=audit needs event (the name of what happened)")
-    elif p["action"] == "fence":
+    if p["action"] == "fence":
         return _fence(p)
-    elif not p["incident_type"] or not p["outcome"]:
-        raise ModuleError("action=finish needs incident_type and outcome")
-    elif p["outcome"] == "not_held" and not p["catalog"]:
-        raise ModuleError("outcome=not_held needs catalog (the circuit and hold window of the incident type)")
+    if p["action"] == "step" and not check_mode:
+        try:
+            with Store(p["store"], password=p["store_password"]) as store:
+                for target in p["targets"]:
+                    store.record_step(p["incident_type"], p["step"], target, p["verified"], store.clock())
+        except StoreError as exc:  # the ladder learns a little less; the run goes on
+            return {"changed": False, "warnings": [f"the step's result was not recorded: {exc}"]}
+        return {"changed": True}
     if check_mode:
         return {"changed": True, "recorded": [], "released": [], "fenced_out": []}
     now = time.time()
     try:
         store = Store(p["store"], password=p["store_password"])
-        now = store.clock()
-        journal.replay(store)  # what earlier runs could not record catches up first
     except StoreError as exc:
         return _journaled(p, now, exc)
+    with store:
+        try:
+            now = store.clock()
+            journal.replay(store)  # what earlier runs could not record catches up first
+        except StoreError as exc:
+            return _journaled(p, now, exc)
+        return _finish(p, store, now)
+
+
+def _finish(p: dict[str, Any], store: Store, now: float) -> dict[str, Any]:
     recorded: list[str] = []
     released: list[str] = []
     fenced_out: list[str] = []
@@ -251,8 +266,6 @@ def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         if recorded or p["action"] == "audit":
             raise ModuleError(f"recording stopped after {recorded}: {exc}") from exc
         return _journaled(p, now, exc)
-    finally:
-        store.close()
     result = {"changed": True, "recorded": recorded, "released": released, "fenced_out": fenced_out,
               "outcome": outcome}
     if relapsed is not None:
@@ -279,7 +292,7 @@ def _journaled(p: dict[str, Any], now: float, exc: StoreError) -> dict[str, Any]
 
 ARGUMENT_SPEC = {
     **STORE_ARGUMENT_SPEC,
-    "action": {"type": "str", "choices": ["finish", "audit", "fence"], "default": "finish"},
+    "action": {"type": "str", "choices": ["finish", "audit", "fence", "step"], "default": "finish"},
     "incident_id": {"type": "str", "required": True},
     "incident_type": {"type": "str"},
     "holder": {"type": "str", "required": True},
@@ -289,6 +302,8 @@ ARGUMENT_SPEC = {
     "mode": {"type": "str", "choices": ["auto", "propose", "observe", "deny"], "default": "auto"},
     "acted": {"type": "bool", "default": True},
     "cooldown": {"type": "float", "default": 300},
+    "step": {"type": "str"},
+    "verified": {"type": "bool", "default": False},
     "catalog": {"type": "path"},
     "event": {"type": "str"},
     "details": {"type": "dict", "default": {}},
@@ -296,7 +311,10 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    run_module(ARGUMENT_SPEC, _record)
+    run_module(ARGUMENT_SPEC, _record, required_if=[("action", "audit", ["event"]),
+                                                    ("action", "finish", ["incident_type", "outcome"]),
+                                                    ("outcome", "not_held", ["catalog"]),
+                                                    ("action", "step", ["incident_type", "step"])])
 
 
 if __name__ == "__main__":

@@ -87,18 +87,12 @@ def _report(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     now = time.time()
     try:
         catalog = load_catalog(p["catalog"]) if p["catalog"] else None
-        store = Store(p["store"], password=p["store_password"])
+        with Store(p["store"], password=p["store_password"]) as store:
+            audit = store.audit_trail(p["incident_id"], limit=p["limit"])
+            records = [store.track_record(itype.name, itype.policy, now, p["limit"], p["promote_after"])
+                       for itype in (catalog.types if catalog else ())]
     except (PolicyFileError, StoreError) as exc:
         raise ModuleError(f"cannot read the incident store: {exc}") from exc
-    try:
-        audit = store.audit_trail(p["incident_id"], limit=p["limit"])
-        records = []
-        for itype in catalog.types if catalog else ():
-            records.append(store.track_record(itype.name, itype.policy, now, p["limit"], p["promote_after"]))
-    except StoreError as exc:
-        raise ModuleError(f"cannot read the incident store: {exc}") from exc
-    finally:
-        store.close()
     return {"changed": False, "audit": audit, "track_record": records}
 
 

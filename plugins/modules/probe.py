@@ -163,10 +163,10 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.selfheal.core.plugins.module_utils.slo import SloError, instant_query
+from ansible_collections.selfheal.core.plugins.module_utils.modules import ModuleError, run_module
+from ansible_collections.selfheal.core.plugins.module_utils.prometheus import PrometheusError, instant_query
 
 _BODY_KEEP = 1024
 
@@ -175,7 +175,7 @@ def _query_attempt(url: str, query: str, request_timeout: float) -> tuple[bool, 
     """One PromQL verification: healthy when the query returns a series."""
     try:
         samples = instant_query(url, query, request_timeout)
-    except SloError as exc:
+    except PrometheusError as exc:
         return False, None, "", str(exc)
     body = json.dumps([{"metric": metric, "value": value} for metric, value in samples[:10]])
     return (True, 200, body, None) if samples else (False, 200, body, f"the query returned no series: {query}")
@@ -242,11 +242,10 @@ def _what(p: dict[str, Any]) -> str:
     return f"PromQL verification ({p['query']})" if p["query"] is not None else p["url"]
 
 
-def _hold(module: AnsibleModule) -> None:
+def _hold(p: dict[str, Any]) -> dict[str, Any]:
     """The hold window: healthy all along, or `healthy_streak` unhealthy answers in a row break it."""
-    p = module.params
     if p["hold"] < 0:
-        module.fail_json(msg=f"hold must be >= 0, got {p['hold']}")
+        raise ModuleError(f"hold must be >= 0, got {p['hold']}")
     polled = _poll(p, False, p["hold"])
     held = not polled["came"]
     result = {"changed": False, "healthy": held, "held": held, "attempts": polled["attempts"],
@@ -255,48 +254,50 @@ def _hold(module: AnsibleModule) -> None:
     if not held:
         result["failed_after"] = polled["elapsed"]
         if p["fail_unhealthy"]:
-            module.fail_json(msg=f"the fix did not hold: {_what(p)} verified healthy, then failed again "
-                                 f"{polled['elapsed']}s into its {p['hold']:g}s hold window: {polled['why']}", **result)
-    module.exit_json(**result)
+            raise ModuleError(f"the fix did not hold: {_what(p)} verified healthy, then failed again "
+                              f"{polled['elapsed']}s into its {p['hold']:g}s hold window: {polled['why']}", **result)
+    return result
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "url": {"type": "str", "required": True},
-            "query": {"type": "str"},
-            "status_codes": {"type": "list", "elements": "int", "default": [200]},
-            "body_contains": {"type": "str"},
-            "timeout": {"type": "float", "default": 30},
-            "interval": {"type": "float", "default": 0.5},
-            "request_timeout": {"type": "float", "default": 2},
-            "healthy_streak": {"type": "int", "default": 1},
-            "hold": {"type": "float"},
-            "fail_unhealthy": {"type": "bool", "default": True},
-            "validate_certs": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+def _probe(p: dict[str, Any], _check_mode: bool) -> dict[str, Any]:
+    """The probe only reads: it runs the same in check mode."""
     if not p["url"].startswith(("http://", "https://", "tcp://")):
-        module.fail_json(msg=f"url must start with http://, https:// or tcp://, got {p['url']!r}")
+        raise ModuleError(f"url must start with http://, https:// or tcp://, got {p['url']!r}")
     if p["query"] is not None and not p["url"].startswith(("http://", "https://")):
-        module.fail_json(msg=f"with query, url must be the http(s) base URL of Prometheus, got {p['url']!r}")
+        raise ModuleError(f"with query, url must be the http(s) base URL of Prometheus, got {p['url']!r}")
     if p["url"].startswith("tcp://") and (urlsplit(p["url"]).port is None or not urlsplit(p["url"]).hostname):
-        module.fail_json(msg=f"a tcp:// url needs a host and a port, got {p['url']!r}")
+        raise ModuleError(f"a tcp:// url needs a host and a port, got {p['url']!r}")
     if p["timeout"] < 0 or p["interval"] <= 0 or p["request_timeout"] <= 0 or p["healthy_streak"] < 1:
-        module.fail_json(msg="timeout must be >= 0, interval and request_timeout > 0, healthy_streak >= 1")
-
+        raise ModuleError("timeout must be >= 0, interval and request_timeout > 0, healthy_streak >= 1")
     if p["hold"] is not None:
-        _hold(module)
+        return _hold(p)
     polled = _poll(p, True, p["timeout"])
     healthy = polled["came"]
     result = {"changed": False, "healthy": healthy, "attempts": polled["attempts"], "elapsed": polled["elapsed"],
               "status": polled["status"], "last_error": None if healthy else polled["why"], "body": polled["body"]}
     if not healthy and p["fail_unhealthy"]:
-        module.fail_json(msg=f"{_what(p)} is not healthy after {result['elapsed']}s "
-                             f"and {result['attempts']} attempts: {polled['why']}", **result)
-    module.exit_json(**result)
+        raise ModuleError(f"{_what(p)} is not healthy after {result['elapsed']}s "
+                          f"and {result['attempts']} attempts: {polled['why']}", **result)
+    return result
+
+
+ARGUMENT_SPEC = {
+    "url": {"type": "str", "required": True},
+    "query": {"type": "str"},
+    "status_codes": {"type": "list", "elements": "int", "default": [200]},
+    "body_contains": {"type": "str"},
+    "timeout": {"type": "float", "default": 30},
+    "interval": {"type": "float", "default": 0.5},
+    "request_timeout": {"type": "float", "default": 2},
+    "healthy_streak": {"type": "int", "default": 1},
+    "hold": {"type": "float"},
+    "fail_unhealthy": {"type": "bool", "default": True},
+    "validate_certs": {"type": "bool", "default": True},
+}
+
+
+def main() -> None:
+    run_module(ARGUMENT_SPEC, _probe)
 
 
 if __name__ == "__main__":

@@ -259,3 +259,13 @@ def test_run_states_say_when_a_deferred_or_relapsed_incident_is_decided_again(st
         assert abs(s.clock() - time.time()) < 5, "the store's clock is a clock"
     finally:
         s.close()
+
+
+def test_the_ladder_reads_each_steps_attempts_newest_first(store_url: str) -> None:
+    with Store(store_url) as s:
+        for at, (step, verified) in enumerate([("restart", False), ("restart", True), ("restore_config", False),
+                                               ("restart", False)]):
+            s.record_step("service_down", step, "h1", verified, 100.0 + at)
+        s.record_step("disk_full", "restart", "h1", True, 200.0)
+        assert s.step_history("service_down", ["restart", "restore_config", "reboot"]) == {
+            "restart": [False, True, False], "restore_config": [False], "reboot": []}

@@ -456,17 +456,16 @@ def run_states(store_path: str | None, incident_ids: list[str], now: float) -> d
     except StoreError as exc:
         return {i: RunState(outcome=journaled[i]) if i in journaled else RunState(unknown=str(exc))
                 for i in incident_ids}
-    try:
-        states = {i: RunState(**state) for i, state in store.run_states(incident_ids, store.clock()).items()}
-    except StoreError as exc:
-        states = {i: RunState(unknown=str(exc)) for i in incident_ids}
-    try:
-        if waiting:
-            journal.replay(store)  # the record catches up as soon as the store can be written
-    except (StoreError, OSError) as exc:
-        logger.info("the journal waits for the store a little longer: %s", exc)
-    finally:
-        store.close()
+    with store:
+        try:
+            states = {i: RunState(**state) for i, state in store.run_states(incident_ids, store.clock()).items()}
+        except StoreError as exc:
+            states = {i: RunState(unknown=str(exc)) for i in incident_ids}
+        try:
+            if waiting:
+                journal.replay(store)  # the record catches up as soon as the store can be written
+        except (StoreError, OSError) as exc:
+            logger.info("the journal waits for the store a little longer: %s", exc)
     return {i: RunState(outcome=journaled[i]) if i in journaled and states[i].outcome is None else states[i]
             for i in incident_ids}
 
@@ -532,12 +531,9 @@ class Pager:
         if not path:
             return
         try:
-            store = Store(path, timeout=2.0)
-            try:
+            with Store(path, timeout=2.0) as store:
                 store.audit(event, "watchdog", {"summary": note.summary, "receiver": where,
                                                 "evidence": note.evidence}, watch.incident_id)
-            finally:
-                store.close()
         except StoreError as exc:
             logger.warning("%s: the page of %s went out, but the store cannot record it: %s", self.plugin,
                            watch.incident_id, exc)

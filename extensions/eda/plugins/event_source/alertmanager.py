@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ansible_collections.selfheal.core.extensions.eda.plugins.event_source._inge
 )
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import (
     PolicyFileError,
+    check_roles,
     load_catalog,
     load_topology,
 )
@@ -357,6 +359,7 @@ class _Pipeline(Pipeline):
             raise ValueError(f"{PLUGIN}: argument correlate needs argument catalog (the incident types)")
         try:
             self.catalog = load_catalog(settings["catalog"])
+            check_roles(self.catalog, collection_roots())
             topology = load_topology(settings["topology"]) if settings["topology"] else None
         except PolicyFileError as exc:
             raise ValueError(f"{PLUGIN}: {exc}") from None
@@ -461,6 +464,15 @@ class _Pipeline(Pipeline):
                                "at": now})
         self.watchdog.forget(set(self.correlator.incidents))
         return events
+
+
+def collection_roots() -> list[str]:
+    """Where the daemon's playbooks find collections: ANSIBLE_COLLECTIONS_PATH (or Ansible's defaults),
+    and the one this plugin is installed in."""
+    here = os.path.abspath(__file__).split(os.sep + "ansible_collections" + os.sep)[0]
+    paths = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or os.environ.get("ANSIBLE_COLLECTIONS_PATHS") or ""
+    default = [os.path.expanduser("~/.ansible/collections"), "/usr/share/ansible/collections"]
+    return list(dict.fromkeys([*(p for p in paths.split(os.pathsep) if p), *default, here]))
 
 
 def saved_state(store: Store) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import pytest
 
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import (
     PolicyFileError,
+    check_roles,
     load_catalog,
     load_topology,
     parse_catalog,
@@ -112,3 +113,23 @@ def test_the_shipped_catalog_and_topology_load() -> None:
     assert catalog.get("service_down") is not None
     topology = load_topology(str(REPO / "rulebooks" / "topology.yml"))
     assert topology.depends_on
+
+
+def test_a_role_that_is_not_installed_or_lacks_an_entry_point_fails_at_start(tmp_path: Path) -> None:
+    catalog = parse_catalog({"incident_types": [
+        {"name": "ok", "match": [{"labels": {"alertname": "A"}}], "role": "acme.fix.good", "mode": "auto"},
+        {"name": "typo", "match": [{"labels": {"alertname": "B"}}], "role": "acme.fix.goood", "mode": "auto"},
+    ]}, "catalog.yml")
+    tasks = tmp_path / "ansible_collections" / "acme" / "fix" / "roles" / "good" / "tasks"
+    tasks.mkdir(parents=True)
+    for entry in ("diagnose", "remediate", "verify"):
+        (tasks / f"{entry}.yml").write_text("---\n[]\n")
+    with pytest.raises(PolicyFileError, match=r"catalog.yml: incident_types\[0\].role: role acme.fix.good has no "
+                                              r"rollback entry point"):
+        check_roles(catalog, [str(tmp_path)])
+    (tasks / "rollback.yml").write_text("---\n[]\n")
+    with pytest.raises(PolicyFileError, match=r"incident_types\[1\].role: role acme.fix.goood is not installed"):
+        check_roles(catalog, [str(tmp_path)])
+    with pytest.raises(PolicyFileError, match=r"incident_types\[0\].role: selfheal.core.remediate needs the role"):
+        parse_catalog({"incident_types": [{"name": "x", "match": [{"labels": {"a": "b"}}], "mode": "auto",
+                                           "playbook": "selfheal.core.remediate"}]}, "catalog.yml")

@@ -10,6 +10,7 @@ from ansible_collections.selfheal.core.plugins.module_utils.policy import (
     Window,
     batch_size,
     decide,
+    ladder,
     relapse,
 )
 
@@ -198,3 +199,26 @@ def test_a_target_whose_open_circuit_was_paged_is_not_paged_again() -> None:
     again = decide("service_down", AUTO, ["h1"], 1, "r",
                    Facts(now=1300, target_failures=later, target_circuit_escalated=paged))
     assert not again.already_paged, "a failure after the page is news: it pages"
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=st.dictionaries(st.sampled_from(["restart", "restore_config", "reboot"]),
+                               st.lists(st.booleans(), max_size=8), max_size=3),
+       skip_after=st.integers(1, 4))
+def test_the_ladder_skips_exactly_the_steps_whose_last_k_attempts_all_failed(history: dict[str, list[bool]],
+                                                                             skip_after: int) -> None:
+    steps = ("restart", "restore_config", "reboot")
+    kept, reasons = ladder(steps, history, skip_after)
+    for step in steps:
+        tried = history.get(step, [])
+        never_works = len(tried) >= skip_after and not any(tried[:skip_after])
+        assert (step not in kept) == never_works, (step, tried)
+    assert list(kept) == [s for s in steps if s in kept], "least disruptive first, as the catalog orders them"
+    assert len(reasons) == len(steps) and all(any(s in r for r in reasons) for s in steps), "each step is explained"
+    policy = Policy(mode="auto", steps=steps, skip_after=skip_after)
+    d = decide("service_down", policy, ["h1"], 1, "r", Facts(now=0, step_history=history))
+    assert d.steps == kept
+    if not kept:
+        assert not d.allowed and d.escalate and d.retry_at is None, "a ladder that never works goes to a human"
+    else:
+        assert d.allowed

@@ -23,10 +23,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ansible_collections.selfheal.core.plugins.module_utils.policy import Burn
+from ansible_collections.selfheal.core.plugins.module_utils.prometheus import endpoint as query_endpoint
 from ansible_collections.selfheal.core.plugins.module_utils.slo import (
     SloError,
     SloSpec,
-    _endpoint,
     burn_from_ratios,
     burn_rate,
     query_burn,
@@ -158,7 +158,7 @@ def test_a_missing_window_is_named() -> None:
     ("http://[::1]:9090/", "http://[::1]:9090/api/v1/query", "[::1]:9090"),
 ])
 def test_the_query_endpoint_is_under_the_base_url(url: str, endpoint: str, where: str) -> None:
-    assert _endpoint(url) == (endpoint, where)
+    assert query_endpoint(url) == (endpoint, where)
 
 
 @pytest.mark.parametrize("url", ["prometheus:9090", "127.0.0.1:9090", "ftp://prom:21", "http://", "http://h:99999",
