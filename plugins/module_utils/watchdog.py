@@ -97,6 +97,7 @@ class Watchdog:
         self.max_retries = max_retries
         self.settle_after = settle_after
         self.watches: dict[str, Watch] = {}
+        self._settling: dict[tuple[str, str], str] = {}  # (type, target) -> the ended watch not yet settled
 
     def open(self, incident: Mapping[str, Any], deadline: float, now: float) -> None:
         """Watch an incident the correlator announced."""
@@ -108,12 +109,12 @@ class Watchdog:
         target = str(root.get("host") or root.get("name") or "unknown")
         watch = Watch(iid, str(incident.get("type")), target, automated, why, deadline,
                       now if not automated else now + deadline)
-        for old in self.watches.values():  # the same failure again before its page was resolved: take it over
-            if old.ended and not old.settled and (old.incident_type, old.target) == (watch.incident_type, watch.target):
-                watch.escalated = watch.escalated or old.escalated or old.paged
-                watch.page_key = old.page_key or old.incident_id
-                watch.inherits += [old.incident_id, *old.inherits]
-                old.closed = old.settled = True
+        old = self.watches.get(self._settling.pop((watch.incident_type, watch.target), ""))
+        if old is not None and not old.settled:  # the same failure again before its page was resolved: take it over
+            watch.escalated = watch.escalated or old.escalated or old.paged
+            watch.page_key = old.page_key or old.incident_id
+            watch.inherits += [old.incident_id, *old.inherits]
+            old.closed = old.settled = True
         self.watches[iid] = watch
 
     def page_key(self, incident_id: str) -> str:
@@ -127,6 +128,7 @@ class Watchdog:
         watch = self.watches.get(incident_id)
         if watch is not None and not watch.ended:
             watch.ended, watch.ended_at = True, now
+            self._settling[(watch.incident_type, watch.target)] = watch.incident_id
 
     def pending(self) -> list[str]:
         """Incidents whose runs the caller must look up in the store for the next tick: those not at a final
@@ -211,6 +213,8 @@ class Watchdog:
         if now < watch.ended_at + self.settle_after:
             return []  # settled only once the failure stayed away a while (see open())
         watch.settled = True
+        if self._settling.get((watch.incident_type, watch.target)) == watch.incident_id:
+            del self._settling[(watch.incident_type, watch.target)]
         if not (watch.paged or watch.escalated):
             return []
         return [Action("resolve", watch.incident_id, "its alerts ended: the incident is resolved")]
@@ -230,6 +234,9 @@ class Watchdog:
 
     def load_state(self, state: list[dict[str, Any]]) -> None:
         self.watches = {w["incident_id"]: Watch(**w) for w in state}
+        self._settling = {(w.incident_type, w.target): w.incident_id
+                          for w in sorted(self.watches.values(), key=lambda w: w.ended_at)
+                          if w.ended and not w.settled}
 
 
 def _automation(incident: Mapping[str, Any]) -> tuple[bool, str]:
