@@ -204,17 +204,22 @@ def _relapse(p: dict[str, Any], store: Store, target: str, now: float) -> Relaps
     return relapse(itype.name, target, policy, [*failures, now], now, itype.hold)
 
 
+def _step(p: dict[str, Any]) -> dict[str, Any]:
+    """Whether one step of the ladder verified on each target (what the guard's ladder learns from)."""
+    try:
+        with Store(p["store"], password=p["store_password"]) as store:
+            for target in p["targets"]:
+                store.record_step(p["incident_type"], p["step"], target, p["verified"], store.clock())
+    except StoreError as exc:  # the ladder learns a little less; the run goes on
+        return {"changed": False, "warnings": [f"the step's result was not recorded: {exc}"]}
+    return {"changed": True}
+
+
 def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     if p["action"] == "fence":
         return _fence(p)
     if p["action"] == "step" and not check_mode:
-        try:
-            with Store(p["store"], password=p["store_password"]) as store:
-                for target in p["targets"]:
-                    store.record_step(p["incident_type"], p["step"], target, p["verified"], store.clock())
-        except StoreError as exc:  # the ladder learns a little less; the run goes on
-            return {"changed": False, "warnings": [f"the step's result was not recorded: {exc}"]}
-        return {"changed": True}
+        return _step(p)
     if check_mode:
         return {"changed": True, "recorded": [], "released": [], "fenced_out": []}
     now = time.time()
