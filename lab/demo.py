@@ -67,7 +67,7 @@ def pick_target(lab_dir: Path, hosts: list[str], preferred: str) -> str:
 
 def crash(inventory_path: Path, target: str, service: str) -> None:
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory_path),
-           "selfheal.core.chaos_service_crash", "-e", f"selfheal_target={target}", "-e", f"selfheal_service={service}"]
+           "selfheal.core.chaos.service_crash", "-e", f"selfheal_target={target}", "-e", f"selfheal_service={service}"]
     env = {**os.environ, **daemon_env(load_config())}
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:

@@ -642,10 +642,13 @@ def _service_spec(cfg: Config, host: Host, service: str) -> dict[str, object]:
     if service == "demo":
         db = next((h for h in cfg.hosts if "postgres" in h.services), None)
         dependency = ["--dependency", f"{db.address}:{PG_PORT}"] if db is not None else []
+        conf = hdir / "demo.conf"
+        if not conf.exists():  # its first configuration; chaos and remediations change it later
+            conf.write_text(json.dumps({"greeting": f"hello from {host.name}", "workers": 4}, indent=2) + "\n")
         return {
             "cmd": [sys.executable, str(SERVICES / "demo_service.py"), "--host-name", host.name,
                     "--listen", f"{host.address}:{DEMO_PORT}", *dependency,
-                    "--relapse-file", str(hdir / "demo.relapse")],
+                    "--relapse-file", str(hdir / "demo.relapse"), "--config", str(conf)],
             "ready": lambda: _http_ok(f"http://{host.address}:{DEMO_PORT}/"),
             "marker": f"{host.address}:{DEMO_PORT}",
         }
@@ -920,6 +923,10 @@ def write_inventory(cfg: Config) -> Path:
                 "postgres": f"tcp://{h.address}:{PG_PORT}",
                 "pg_exporter": f"http://{h.address}:{PG_EXPORTER_PORT}/metrics",
             }.items() if svc in h.services},
+            # what the service role reads for its diagnosis and its last known good configuration
+            "selfheal_service_configs": {"demo": str(cfg.path("hosts", h.name, "demo.conf"))},
+            "selfheal_service_logs": {svc: str(cfg.path("log", f"{h.name}-{svc}.log")) for svc in h.services},
+            "selfheal_service_dump_signals": {"demo": "SIGUSR1"},
         }
         for h in cfg.hosts
     }
@@ -958,7 +965,7 @@ def write_inventory(cfg: Config) -> Path:
                 # each; declared here (empty), the one a run leaves empty is matched without the
                 # "Could not match supplied host pattern" warning in every run's log. Not
                 # host_pattern_mismatch=ignore: that would also hide a real mismatch, such as
-                # chaos_service_crash run without -e selfheal_target.
+                # chaos.service_crash run without -e selfheal_target.
                 **{group: {"hosts": {}} for group in _PLAYBOOK_GROUPS},
                 "selfheal_controller": {
                     "hosts": {"localhost": {"ansible_connection": "local",

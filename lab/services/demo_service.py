@@ -5,19 +5,25 @@ Endpoints:
   /healthz   200 {"status": "ok"} while healthy, 503 while a fault is injected or
              while its dependency (--dependency host:port, the database) does not answer
   /metrics   Prometheus text format: demo_up, demo_healthy, demo_requests_total
-  /fault     POST ?healthy=0|1 flips the health state (chaos for later scenarios)
+  /fault     POST ?healthy=0|1 flips the health state; ?delay=S makes every answer S seconds late
+             (a hung service: alive, too slow for its objective)
 
-With --relapse-file, a file that holds a number N makes every start of the
-service crash N seconds later (a fix that verifies and does not hold).
+With --config, a JSON file of settings ({"greeting": ..., "workers": N}) read at start: a file that
+is not valid JSON, or a setting of the wrong type, stops the service at once (exit 2), as a bad
+configuration stops a real one. With --relapse-file, a file that holds a number N makes every start
+of the service crash N seconds later (a fix that verifies and does not hold). SIGUSR1 writes a dump
+of every thread's stack to the log (stderr), as a JVM does on SIGQUIT.
 
 Standard library only: it runs under the lab hosts' system python3.
 """
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -30,9 +36,38 @@ from _http import run
 logger = logging.getLogger("demo_service")
 
 
+class ConfigError(Exception):
+    """The configuration file cannot be used; the message says which file and why."""
+
+
+SETTINGS = {"greeting": str, "workers": int}
+
+
+def load_config(path: str | None) -> dict[str, object]:
+    settings: dict[str, object] = {"greeting": "hello", "workers": 4}
+    if not path:
+        return settings
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return settings
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a valid configuration: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a JSON object of settings")
+    for key, value in data.items():
+        kind = SETTINGS.get(key)
+        if kind is None or not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{path}: setting {key!r}={value!r} is unknown or not a {getattr(kind, '__name__', '?')}")
+    return {**settings, **data}
+
+
 class _State:
-    def __init__(self, host: str, dependency: str | None) -> None:
+    def __init__(self, host: str, dependency: str | None, settings: dict[str, object] | None = None) -> None:
         self.host = host
+        self.settings = settings or {}
+        self.delay = 0.0
         self.healthy = True
         self.requests = 0
         self.started = time.time()
@@ -82,6 +117,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             with state.lock:
                 state.requests += 1
+            if state.delay:
+                time.sleep(state.delay)
             path = urlparse(self.path).path
             if path == "/healthz":
                 ok, why = state.status()
@@ -109,7 +146,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 ]
                 self._send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
             elif path == "/":
-                self._send(200, json.dumps({"service": "demo", "host": state.host}))
+                self._send(200, json.dumps({"service": "demo", "host": state.host,
+                                            "greeting": state.settings.get("greeting")}))
             else:
                 self._send(404, json.dumps({"error": "not found"}))
 
@@ -118,9 +156,21 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             if url.path != "/fault":
                 self._send(404, json.dumps({"error": "not found"}))
                 return
-            value = parse_qs(url.query).get("healthy", [""])[0]
+            query = parse_qs(url.query)
+            if "delay" in query:
+                try:
+                    delay = float(query["delay"][0])
+                except ValueError:
+                    delay = -1.0
+                if not 0 <= delay <= 60:
+                    self._send(400, json.dumps({"error": "delay must be seconds, 0 to 60"}))
+                    return
+                state.delay = delay
+                self._send(200, json.dumps({"delay": state.delay}))
+                return
+            value = query.get("healthy", [""])[0]
             if value not in ("0", "1"):
-                self._send(400, json.dumps({"error": "healthy must be 0 or 1"}))
+                self._send(400, json.dumps({"error": "healthy must be 0 or 1 (or delay=S)"}))
                 return
             state.healthy = value == "1"
             self._send(200, json.dumps({"healthy": state.healthy}))
@@ -150,11 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", required=True, help="address:port to bind")
     parser.add_argument("--dependency", help="address:port of a TCP service this one needs")
     parser.add_argument("--relapse-file", help="a file holding N: crash N seconds after each start")
+    parser.add_argument("--config", help="a JSON file of settings, read at start")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logger.info("demo service on %s for %s (pid %d)", args.listen, args.host_name, os.getpid())
+    try:
+        settings = load_config(args.config)
+    except ConfigError as exc:
+        logger.error("configuration error, not starting: %s", exc)
+        return 2
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     _relapse(args.relapse_file)
-    return run(args.listen, _handler(_State(args.host_name, args.dependency)))
+    return run(args.listen, _handler(_State(args.host_name, args.dependency, settings)))
 
 
 if __name__ == "__main__":

@@ -116,6 +116,8 @@ class IncidentType:
     notice: bool = False
     # the role that fixes it (entry points diagnose, remediate, verify, rollback), run by the lifecycle
     role: str | None = None
+    # settings the catalog gives the type's role (selfheal_request.parameters), e.g. a disk threshold
+    parameters: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,8 @@ class Catalog:
 LIFECYCLE_PLAYBOOK = "selfheal.core.remediate"
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 _TYPE_KEYS = {"name", "match", "playbook", "role", "steps", "ladder", "mode", "description", "never_automate",
-              "blast_radius", "cooldown", "circuit", "verification", "escalation", "slo", "approval", "promotion"}
+              "blast_radius", "cooldown", "circuit", "verification", "escalation", "slo", "approval", "promotion",
+              "parameters"}
 
 
 def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
@@ -214,8 +217,15 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
         deadline = _number(item, "escalation", "deadline", DEFAULT_DEADLINE, source, path, 10, 86400)
         hold = _number(item, "verification", "hold", DEFAULT_HOLD, source, path, 0, 86400)
         notice = _flag(item, "escalation", "notify_resolved", source, path)
+        parameters = item.get("parameters", {})
+        if not isinstance(parameters, dict) or not all(isinstance(k, str) and _NAME.match(k) for k in parameters):
+            raise _fail(source, f"{path}.parameters",
+                        "must be a mapping of lower-case names to values, given to the type's role")
+        if parameters and role is None:
+            raise _fail(source, f"{path}.parameters", "needs a role to give them to")
         types.append(IncidentType(name, matchers, playbook, mode, description, never, policy, verify_timeout, route,
-                                  approval_timeout, slo, verify_query, deadline, hold, notice, role))
+                                  approval_timeout, slo, verify_query, deadline, hold, notice, role,
+                                  dict(parameters)))
     windows = tuple(_parse_window(w, source, f"windows[{k}]") for k, w in enumerate(root.get("windows") or []))
     return Catalog(tuple(types), source, windows)
 
@@ -369,6 +379,27 @@ def check_roles(catalog: Catalog, collection_roots: list[str]) -> None:
             raise _fail(catalog.source, f"incident_types[{i}].role",
                         f"role {itype.role} has no {', '.join(missing)} entry point (tasks/<entry>.yml in {found}); "
                         f"the lifecycle runs {', '.join(ROLE_ENTRY_POINTS)}")
+        known = role_steps(found)
+        for j, step in enumerate(itype.policy.steps):
+            if step not in known:
+                raise _fail(catalog.source, f"incident_types[{i}].steps[{j}]",
+                            f"role {itype.role} has no step {step!r} (its remediate entry point takes "
+                            f"{', '.join(known) or 'no selfheal_step'}: meta/argument_specs.yml in {found})")
+
+
+def role_steps(role_dir: str) -> tuple[str, ...]:
+    """The steps a type's role takes: the choices of its remediate entry point's selfheal_step option in
+    meta/argument_specs.yml (a role without them takes the default step, remediate)."""
+    import os
+
+    spec_path = os.path.join(role_dir, "meta", "argument_specs.yml")
+    try:
+        specs = load_yaml(spec_path)
+    except PolicyFileError:
+        return ("remediate",)
+    option = (((specs or {}).get("argument_specs") or {}).get("remediate") or {}).get("options", {}).get(
+        "selfheal_step") or {}
+    return tuple(str(c) for c in option.get("choices") or ("remediate",))
 
 
 # --------------------------------------------------------------------------- topology

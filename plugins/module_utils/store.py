@@ -234,6 +234,16 @@ class Store:
             raise StoreError(f"store {self.shown}: saved state of {name} is not an object")
         return state
 
+    def keep_known_good(self, target: str, known_good: dict[str, Any]) -> None:
+        """What a verified fix that held left on the target (by key, e.g. its configuration), for a later
+        run's step that restores the last known good state; keys not given are kept."""
+        self.save_state(f"known_good:{target}", {**(self.load_state(f"known_good:{target}") or {}), **known_good})
+
+    def known_good(self, targets: list[str]) -> dict[str, dict[str, Any]]:
+        """The last known good state of each target that has one (see keep_known_good)."""
+        found = {t: self.load_state(f"known_good:{t}") for t in targets}
+        return {t: state for t, state in found.items() if state}
+
     # ------------------------------------------------------------------ leases
 
     def clock(self) -> float:

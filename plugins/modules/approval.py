@@ -119,7 +119,7 @@ EXAMPLES = r"""
     secret: "{{ selfheal_approval_secret }}"
     action: propose
     incident_id: "{{ incident_id }}"
-    incident_type: service_unhealthy
+    incident_type: service_hung
     targets: [web1]
     summary: restart demo on web1
     reasons: "{{ decision.reasons }}"
@@ -132,7 +132,7 @@ EXAMPLES = r"""
     url: http://127.0.0.1:5001
     secret: "{{ selfheal_approval_secret }}"
     action: approve
-    incident_id: service_unhealthy-1a2b3c4d5e
+    incident_id: service_hung-1a2b3c4d5e
     approver: ana
     reason: checked the dashboards, go
 """

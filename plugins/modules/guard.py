@@ -220,6 +220,20 @@ role:
   returned: success
   type: str
   sample: selfheal.core.service
+known_good:
+  description:
+    - The last known good state of each target that has one (kept by M(selfheal.core.incident) when a fix
+      verified and held), which the lifecycle gives the type's role as C(selfheal_request.known_good).
+  returned: success
+  type: dict
+  sample: {web1: {"service:demo": {config: {path: /etc/demo.conf, checksum: 3f2a...}}}}
+parameters:
+  description:
+    - The settings the catalog gives the type's role (its C(parameters)), which the lifecycle passes on as
+      C(selfheal_request.parameters).
+  returned: success
+  type: dict
+  sample: {threshold: 90}
 deadline:
   description: Seconds a run of this type may take before the watchdog resumes it or pages (C(escalation.deadline)).
   returned: success
@@ -332,6 +346,7 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             )
             decision = decide(itype.name, policy, targets, p["group_size"] or len(targets), holder, facts)
             result = decision.to_dict()
+            known_good = store.known_good(list(decision.targets))
             if not check_mode:
                 if decision.allowed:
                     for target in decision.targets:
@@ -359,7 +374,8 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     return {"changed": not check_mode, "decision": result, "leases": leases, "holder": holder,
             "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout,
             "approval_timeout": itype.approval_timeout, "burn": burn_details, "verify_query": itype.verify_query,
-            "hold": itype.hold, "notify_resolved": itype.notice, "deadline": itype.deadline, "role": itype.role}
+            "hold": itype.hold, "notify_resolved": itype.notice, "deadline": itype.deadline, "role": itype.role,
+            "parameters": dict(itype.parameters), "known_good": known_good}
 
 
 ARGUMENT_SPEC = {

@@ -92,6 +92,13 @@ options:
       - Path of the catalog, for the circuit and hold window of O(incident_type). Required with
         O(outcome=not_held).
     type: path
+  known_good:
+    description:
+      - With O(action=finish) and O(outcome=verified), what the fix left on each target that a later run may
+        restore (by key, e.g. C(service:demo) with its configuration); the guard returns it as the target's
+        last known good state. Keys not given are kept.
+    type: dict
+    default: {}
   event:
     description: Name of the audit event (O(action=audit)).
     type: str
@@ -252,6 +259,8 @@ def _finish(p: dict[str, Any], store: Store, now: float) -> dict[str, Any]:
                 if relapsed.flaps:  # the playbook pages that it flaps: later decisions on it page nobody again
                     store.mark_circuit_escalated(p["incident_type"], now, target)
             store.record_outcome(p["incident_id"], p["incident_type"], target, p["mode"], outcome, now)
+            if outcome == "verified" and p["known_good"]:
+                store.keep_known_good(target, p["known_good"])
             recorded.append(target)
             token = p["tokens"].get(target)
             if token is None:
@@ -311,6 +320,7 @@ ARGUMENT_SPEC = {
     "verified": {"type": "bool", "default": False},
     "catalog": {"type": "path"},
     "event": {"type": "str"},
+    "known_good": {"type": "dict", "default": {}},
     "details": {"type": "dict", "default": {}},
 }
 

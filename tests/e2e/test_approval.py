@@ -1,17 +1,19 @@
 """End to end on the lab: a propose-mode incident waits for a human.
 
 Real parts only: the demo service made unhealthy through its own /fault
-endpoint, Prometheus (ServiceUnhealthy), Alertmanager, ansible-rulebook
+endpoint, Prometheus (ServiceHung), Alertmanager, ansible-rulebook
 running rulebooks/self_healing.yml with both sources (selfheal.core.alertmanager
 and selfheal.core.webhook), the remediation playbook over SSH, the approve
 playbook a human would run, and the lab's notification sink.
 
-The catalog runs service_unhealthy in propose mode; the lab's inventory gives
+The catalog runs service_hung in propose mode; the lab's inventory gives
 proposals 20 seconds (selfheal_approval_timeout).
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -61,7 +63,7 @@ def _notifications(lab: Lab, since: float) -> list[dict[str, Any]]:
 def _outcomes(lab: Lab, incident_id: str) -> list[dict[str, Any]]:
     store = Store(str(lab.cfg.path("store.db")))
     try:
-        return [o for o in store.outcomes("service_unhealthy", 200) if o["incident_id"] == incident_id]
+        return [o for o in store.outcomes("service_hung", 200) if o["incident_id"] == incident_id]
     finally:
         store.close()
 
@@ -83,7 +85,7 @@ def _heal_and_settle(lab: Lab, hosts: tuple[str, ...], since: float) -> None:
     deadline = time.monotonic() + 60
     while ids and time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        ids = {i for i in ids if f"incident_resolved: service_unhealthy {i}" not in text}
+        ids = {i for i in ids if f"incident_resolved: service_hung {i}" not in text}
         time.sleep(0.5)
 
 
@@ -98,7 +100,7 @@ def test_an_approved_proposal_is_remediated_and_verified(daemon: Lab) -> None:
     since = time.time()
     try:
         incident_id = _proposed(lab, target, since)
-        assert incident_id.startswith("service_unhealthy-")
+        assert incident_id.startswith("service_hung-")
         pid = lab.pid(target)
         asked = wait_for("the human is asked", lambda: [n for n in _notifications(lab, since)
                                                         if incident_id in n["body"]["summary"]], 30)
@@ -174,3 +176,50 @@ def test_rejected_and_unanswered_proposals_are_recorded_escalated_and_change_not
             assert [o["outcome"] for o in _outcomes(lab, incident_id)] == [outcome]
     finally:
         _heal_and_settle(lab, (rejected_host, silent_host), since)
+
+
+def test_a_frozen_service_is_diagnosed_first_and_killed_at_once_when_approved(daemon: Lab) -> None:
+    """service_hung: SIGSTOP leaves the process alive and silent (the scrape times out: ServiceHung, not
+    ServiceDown). The proposal carries the diagnosis; approved, the frozen process is killed at once (it
+    cannot use a grace period) and started, and the record keeps the diagnosis with the action."""
+    lab, target = daemon, "h2"
+    lab.wait_until_free(target)
+    since = time.time()
+    pid = lab.pid(target)
+    assert pid
+    try:
+        chaos = lab.playbook("selfheal.core.chaos.service_hang", "-e", f"selfheal_target={target}",
+                             "-e", "chaos_hang=stop")
+        assert chaos.returncode == 0, chaos.stdout + chaos.stderr
+        proposed = wait_for(f"a proposal for {target}", lambda: _stage(lab, target, since, "proposed"), BOUND)
+        incident_id = str(proposed["incident_id"])
+        assert incident_id.startswith("service_hung-"), incident_id
+        asked = wait_for("the human is asked", lambda: [n for n in _notifications(lab, since)
+                                                        if incident_id in n["body"]["summary"]], 30)
+        diagnosis = asked[0]["body"]["evidence"]["evidence"]["diagnosis"]
+        assert diagnosis["stopped"] is True and diagnosis["evidence"]["process"]["state"] == "T"
+        assert "kill (stopped" in asked[0]["body"]["evidence"]["summary"]
+
+        answer = _answer(lab, incident_id, "approve", "e2e-oncall", "frozen, restart it")
+        assert answer.returncode == 0, answer.stdout + answer.stderr
+        assert wait_for(f"{target} verified healthy",
+                        lambda: _stage(lab, target, since, "verified_healthy", incident_id), BOUND)
+        assert lab.pid(target) not in (None, pid) and _health(lab, target) == 200
+        finished = wait_for("the outcome on record", lambda: next(
+            (e["details"]["evidence"] for e in _trail(lab, incident_id) if e["event"] == "finished"), None), 30)
+        assert finished["action"] == "killed_and_started"
+        kept = finished["diagnosis"]["evidence"]
+        assert kept["process"]["pid"] == pid and kept["process"]["stopped"] is True
+        assert kept["log_tail"], "the last log lines are kept in the record"
+        assert kept["thread_dump"]["taken"] is False and "stopped" in kept["thread_dump"]["why"]
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)  # a failed test leaves no frozen process behind
+        except ProcessLookupError:
+            pass
+        _heal_and_settle(lab, (target,), since)
+
+
+def _trail(lab: Lab, incident_id: str) -> list[dict[str, Any]]:
+    with Store(str(lab.cfg.path("store.db"))) as store:
+        return store.audit_trail(incident_id)

@@ -63,7 +63,7 @@ def test_a_daemon_killed_mid_remediation_heals_or_pages_within_the_deadline(daem
     lab, target = daemon, "h1"
     lab.wait_until_free(target)
     since = time.time()
-    chaos = lab.playbook("selfheal.core.chaos_service_crash", "-e", f"selfheal_target={target}")
+    chaos = lab.playbook("selfheal.core.chaos.service_crash", "-e", f"selfheal_target={target}")
     assert chaos.returncode == 0, chaos.stdout + chaos.stderr
     wait_for("the daemon's remediation to take its lease", lambda: _leased(lab, target), 60, 0.1)
     pid = json.loads(lab.labctl("daemon", "status").stdout)["pid"]
@@ -197,7 +197,7 @@ def test_a_locked_store_changes_nothing_and_pages_once_naming_the_store(daemon: 
     lock = sqlite3.connect(str(lab.cfg.path("store.db")), isolation_level=None, timeout=10)
     lock.execute("BEGIN EXCLUSIVE")  # another process holds the store: nobody else can write it
     try:
-        chaos = lab.playbook("selfheal.core.chaos_service_crash", "-e", f"selfheal_target={target}")
+        chaos = lab.playbook("selfheal.core.chaos.service_crash", "-e", f"selfheal_target={target}")
         assert chaos.returncode == 0, chaos.stdout + chaos.stderr
         pages = wait_for(f"a page for {target}", lambda: _pages(lab, target, since), 120, 1)
         assert "store" in pages[0]["summary"] and "locked" in pages[0]["summary"], pages[0]["summary"]

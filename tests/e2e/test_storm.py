@@ -1,7 +1,7 @@
 """A storm behind one failed dependency, through real Alertmanager and ansible-rulebook.
 
 The database on the db host is killed. Prometheus then fires PostgresDown for
-it, and ServiceUnhealthy and DependencyDown for the demo service on every
+it, and ServiceHung and DependencyDown for the demo service on every
 host (their health checks need the database). The daemon must open one
 incident for the database, run one remediation (restart PostgreSQL), and
 act on no symptom. Re-sent alerts afterwards start nothing.

@@ -208,25 +208,25 @@ def test_an_unreachable_prometheus_is_said_and_the_decision_goes_on(lab: Any, tm
 
 @pytest.mark.parametrize("opted_in", [True, False])
 def test_a_propose_type_promotes_itself_only_when_its_catalog_entry_opts_in(tmp_path: Path, opted_in: bool) -> None:
-    entry = {**CATALOG["incident_types"][0], "name": "service_unhealthy", "mode": "propose",
+    entry = {**CATALOG["incident_types"][0], "name": "service_hung", "mode": "propose",
              "promotion": {"after": 3, "automatic": opted_in}}
     catalog = tmp_path / "promote.yml"
     catalog.write_text(yaml.safe_dump({"incident_types": [entry]}))
     setup = {"catalog": str(catalog), "store": str(tmp_path / "promote.db")}
     s = Store(setup["store"])
     for i in range(3):
-        s.record_outcome(f"old-{i}", "service_unhealthy", "h9", "propose", "verified", at=1795390000.0 + i)
+        s.record_outcome(f"old-{i}", "service_hung", "h9", "propose", "verified", at=1795390000.0 + i)
     s.close()
-    result = guard(setup, incident_type="service_unhealthy")
+    result = guard(setup, incident_type="service_hung")
     reasons = " ".join(result["decision"]["reasons"])
     if opted_in:
         assert result["decision"]["mode"] == "auto" and result["decision"]["allowed"] is True
         assert "promoted itself to auto: its last 3 approved runs all verified" in reasons
         s = Store(setup["store"])
         for i in range(60):  # many automatic runs since: the approved ones still count
-            s.record_outcome(f"auto-{i}", "service_unhealthy", f"h{i % 4}", "auto", "verified", at=1795395000.0 + i)
+            s.record_outcome(f"auto-{i}", "service_hung", f"h{i % 4}", "auto", "verified", at=1795395000.0 + i)
         s.close()
-        later = guard(setup, incident_type="service_unhealthy", incident_id="inc-later", targets=["h7"])
+        later = guard(setup, incident_type="service_hung", incident_id="inc-later", targets=["h7"])
         assert later["decision"]["mode"] == "auto", later["decision"]["reasons"]
     else:
         assert result["decision"]["mode"] == "propose" and result["decision"]["allowed"] is False

@@ -109,7 +109,7 @@ def test_remediation_runs_match_every_play_and_a_real_mismatch_still_warns(lab: 
     assert run.returncode == 0, run.stdout + run.stderr
     assert "PLAY [Propose" in run.stdout and "skipping: no hosts matched" in run.stdout, "the proposal play is skipped"
     assert "Could not match supplied host pattern" not in run.stdout + run.stderr
-    chaos = lab.playbook("selfheal.core.chaos_service_crash")
+    chaos = lab.playbook("selfheal.core.chaos.service_crash")
     assert "Could not match supplied host pattern, ignoring: selfheal_no_target_given" in chaos.stdout + chaos.stderr
 
 

@@ -1,8 +1,11 @@
 """remediate_service_down run by hand against the lab: refusals, healing, escalation."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -314,3 +317,51 @@ def test_a_type_that_opts_in_tells_after_a_heal_with_a_notice_not_a_page(lab: La
     body = notice["body"]
     assert body["event_action"] == "notice" and body["severity"] == "info", body  # type: ignore[index]
     assert "h1 was down and healed itself" in " ".join(str(body["summary"]).split())  # type: ignore[index]
+
+
+def _file_state(path: Path) -> dict[str, object]:
+    data = path.read_bytes()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "mode": f"{stat.S_IMODE(path.stat().st_mode):04o}"}
+
+
+def test_a_known_good_configuration_that_cannot_work_is_rolled_back_exactly_and_paged_once(
+        lab: Lab, port_squatter: str, tmp_path: Path) -> None:
+    """service_down's ladder on h1: a bad configuration, and its port held by another process. The restart
+    fails (the configuration), the restore_config step puts the last known good one back and fails too (the
+    port): its rollback puts the bad configuration back exactly, and one page goes out with the evidence."""
+    target, store = port_squatter, tmp_path / "store.db"
+    conf = Path(lab.host(target)["selfheal_service_configs"]["demo"])
+    good = conf.read_bytes()
+    # the last known good configuration, as a fix that verified and held keeps it
+    with Store(str(store)) as s:
+        s.keep_known_good(target, {"service:demo": {"config": {
+            "path": str(conf), **_file_state(conf), "owner": "root", "group": "root", "size": len(good),
+            "content": base64.b64encode(good).decode()}}})
+    try:
+        chaos = lab.playbook("selfheal.core.chaos.service_bad_config", "-e", f"selfheal_target={target}")
+        assert chaos.returncode == 0, chaos.stdout[-2000:]
+        bad = _file_state(conf)
+        assert bad != _file_state_of(good), "the chaos playbook changed the configuration"
+        seen = len(_notifications(lab))
+        proc = lab.playbook(PLAYBOOK, "-e", f"selfheal_target={target}", "-e", "selfheal_verify_timeout=3",
+                            store=store)
+        assert proc.returncode != 0, proc.stdout[-3000:]
+        assert _file_state(conf) == bad, "the rollback put back exactly the configuration the step replaced"
+        pages = [n["body"] for n in _notifications(lab)[seen:]]
+        assert len(pages) == 1, pages
+        evidence = pages[0]["evidence"]  # type: ignore[index]
+        assert [e.split(":")[0] for e in evidence["steps"]] == ["restart", "restore_config"], evidence["steps"]
+        assert evidence["rollback"]["restored"] is True
+        assert evidence["prior_state"]["config"]["sha256"] == bad["sha256"]
+        with Store(str(store)) as s:
+            assert [o["outcome"] for o in s.outcomes("service_down")] == ["rolled_back"]
+            finished = [e for e in s.audit_trail() if e["event"] == "finished"][-1]["details"]["evidence"]
+            assert finished["rollback"]["restored"] is True and finished["step"] is None
+            assert s.known_good([target])[target]["service:demo"]["config"]["sha256"] == _file_state_of(good)["sha256"]
+    finally:
+        conf.write_bytes(good)
+        conf.chmod(0o644)
+
+
+def _file_state_of(data: bytes) -> dict[str, object]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "mode": "0644"}

@@ -58,6 +58,10 @@ def _type(**kw: Any) -> dict[str, Any]:
          "c.yml: incident_types[0].match[0].labels_re.a: not a valid regular expression"),
         ({"incident_types": [_type(match=[{"lables": {}}])]}, "c.yml: incident_types[0].match[0].lables: unknown key"),
         ({"incident_types": [_type(never_automate="no")]}, "c.yml: incident_types[0].never_automate: must be true"),
+        ({"incident_types": [_type(role="a.b.c", parameters=["x"])]},
+         "c.yml: incident_types[0].parameters: must be a mapping of lower-case names"),
+        ({"incident_types": [_type(parameters={"threshold": 90})]},
+         "c.yml: incident_types[0].parameters: needs a role"),
     ],
 )
 def test_catalog_errors_name_file_path_and_key(data: Any, where: str) -> None:
@@ -111,6 +115,8 @@ def test_first_matching_type_wins_and_regexes_match_whole_values() -> None:
 def test_the_shipped_catalog_and_topology_load() -> None:
     catalog = load_catalog(str(REPO / "rulebooks" / "catalog.yml"))
     assert catalog.get("service_down") is not None
+    # every role and step it names is there (what the daemon checks at start)
+    check_roles(catalog, [str(REPO / ".build" / "collections")])  # make collection links it there
     topology = load_topology(str(REPO / "rulebooks" / "topology.yml"))
     assert topology.depends_on
 
@@ -133,3 +139,30 @@ def test_a_role_that_is_not_installed_or_lacks_an_entry_point_fails_at_start(tmp
     with pytest.raises(PolicyFileError, match=r"incident_types\[0\].role: selfheal.core.remediate needs the role"):
         parse_catalog({"incident_types": [{"name": "x", "match": [{"labels": {"a": "b"}}], "mode": "auto",
                                            "playbook": "selfheal.core.remediate"}]}, "catalog.yml")
+
+
+def test_a_step_the_role_does_not_take_fails_at_start_with_file_path_and_key(tmp_path: Path) -> None:
+    role = tmp_path / "ansible_collections" / "acme" / "fix" / "roles" / "good"
+    (role / "tasks").mkdir(parents=True)
+    for entry in ("diagnose", "remediate", "verify", "rollback"):
+        (role / "tasks" / f"{entry}.yml").write_text("---\n[]\n")
+    (role / "meta").mkdir()
+    (role / "meta" / "argument_specs.yml").write_text(
+        "argument_specs:\n  remediate:\n    options:\n      selfheal_step:\n        type: str\n"
+        "        choices: [restart, restore_config]\n")
+
+    def catalog(steps: list[str]) -> Any:
+        return parse_catalog({"incident_types": [{"name": "t", "match": [{"labels": {"a": "b"}}],
+                                                  "role": "acme.fix.good", "mode": "auto", "steps": steps}]},
+                             "catalog.yml")
+
+    check_roles(catalog(["restart", "restore_config"]), [str(tmp_path)])
+    with pytest.raises(PolicyFileError, match=r"catalog.yml: incident_types\[0\].steps\[1\]: role acme.fix.good has "
+                                              r"no step 'restore_confg' \(its remediate entry point takes restart, "
+                                              r"restore_config"):
+        check_roles(catalog(["restart", "restore_confg"]), [str(tmp_path)])
+    # a role that declares no steps takes the default one only
+    (role / "meta" / "argument_specs.yml").unlink()
+    check_roles(catalog(["remediate"]), [str(tmp_path)])
+    with pytest.raises(PolicyFileError, match=r"steps\[0\]: role acme.fix.good has no step 'restart'"):
+        check_roles(catalog(["restart"]), [str(tmp_path)])

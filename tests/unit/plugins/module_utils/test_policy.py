@@ -117,7 +117,7 @@ def test_an_approval_only_unblocks_propose_and_never_overrides_a_guardrail(
     policy = Policy(mode=mode, never_automate=never)
     facts = Facts(now=1000, approved_by=approver, cooldowns={"h1": 2000} if cooling else {},
                   windows=[Window(0, 5000, (), "freeze", "freeze")] if frozen else [])
-    d = decide("service_unhealthy", policy, ["h1"], 4, "r", facts)
+    d = decide("service_hung", policy, ["h1"], 4, "r", facts)
     expected = not never and not frozen and not cooling and (mode == "auto" or (mode == "propose" and bool(approver)))
     assert d.allowed == expected
     if d.allowed and mode == "propose":
@@ -125,10 +125,10 @@ def test_an_approval_only_unblocks_propose_and_never_overrides_a_guardrail(
 
 
 def test_propose_waits_for_a_human_then_acts_when_approved() -> None:
-    waiting = decide("service_unhealthy", PROPOSE, ["h1"], 4, "r", Facts(now=10))
+    waiting = decide("service_hung", PROPOSE, ["h1"], 4, "r", Facts(now=10))
     assert (waiting.mode, waiting.allowed, waiting.targets) == ("propose", False, ("h1",))
     assert "waiting for a human approval before acting" in waiting.reasons
-    approved = decide("service_unhealthy", PROPOSE, ["h1"], 4, "r", Facts(now=10, approved_by="ana"))
+    approved = decide("service_hung", PROPOSE, ["h1"], 4, "r", Facts(now=10, approved_by="ana"))
     assert (approved.mode, approved.allowed, approved.batches) == ("propose", True, (("h1",),))
 
 
