@@ -11,6 +11,7 @@ proposals 20 seconds (selfheal_approval_timeout).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -213,10 +214,8 @@ def test_a_frozen_service_is_diagnosed_first_and_killed_at_once_when_approved(da
         assert kept["log_tail"], "the last log lines are kept in the record"
         assert kept["thread_dump"]["taken"] is False and "stopped" in kept["thread_dump"]["why"]
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)  # a failed test leaves no frozen process behind
-        except ProcessLookupError:
-            pass
         _heal_and_settle(lab, (target,), since)
 
 
