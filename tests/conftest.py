@@ -89,6 +89,13 @@ class Lab:
                 return
             time.sleep(busy_until - time.time() + 0.5)
 
+    def audit_trail(self, incident_id: str) -> list[dict[str, Any]]:
+        """The lab store's audit trail of one incident, oldest first."""
+        from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+
+        with Store(str(self.cfg.path("store.db"))) as store:
+            return store.audit_trail(incident_id)
+
     def playbook(self, name: str, *args: str, timeout: float = 300,
                  store: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run a playbook by hand. Its guard uses `store` (default: a store of this test session only),

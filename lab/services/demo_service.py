@@ -58,8 +58,10 @@ def load_config(path: str | None) -> dict[str, object]:
         raise ConfigError(f"{path}: must be a JSON object of settings")
     for key, value in data.items():
         kind = SETTINGS.get(key)
-        if kind is None or not isinstance(value, kind) or isinstance(value, bool):
-            raise ConfigError(f"{path}: setting {key!r}={value!r} is unknown or not a {getattr(kind, '__name__', '?')}")
+        if kind is None:
+            raise ConfigError(f"{path}: unknown setting {key!r}; settings are {', '.join(SETTINGS)}")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{path}: setting {key!r} must be a {kind.__name__}, got {value!r}")
     return {**settings, **data}
 
 

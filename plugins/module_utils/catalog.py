@@ -8,6 +8,7 @@ path inside it and the key at fault, e.g.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -363,8 +364,6 @@ def check_roles(catalog: Catalog, collection_roots: list[str]) -> None:
     """Every role the catalog names is installed with the lifecycle's entry points: found under one of
     `collection_roots` (directories that hold ansible_collections/), or a PolicyFileError naming the file,
     the entry and what is missing. Run at daemon start, so a typo fails there, not at the first incident."""
-    import os
-
     for i, itype in enumerate(catalog.types):
         if itype.role is None:
             continue
@@ -389,17 +388,13 @@ def check_roles(catalog: Catalog, collection_roots: list[str]) -> None:
 
 def role_steps(role_dir: str) -> tuple[str, ...]:
     """The steps a type's role takes: the choices of its remediate entry point's selfheal_step option in
-    meta/argument_specs.yml (a role without them takes the default step, remediate)."""
-    import os
-
+    meta/argument_specs.yml (a role without that option takes the default step, remediate). A spec file that
+    cannot be read is a PolicyFileError naming it."""
     spec_path = os.path.join(role_dir, "meta", "argument_specs.yml")
-    try:
-        specs = load_yaml(spec_path)
-    except PolicyFileError:
-        return ("remediate",)
-    option = (((specs or {}).get("argument_specs") or {}).get("remediate") or {}).get("options", {}).get(
-        "selfheal_step") or {}
-    return tuple(str(c) for c in option.get("choices") or ("remediate",))
+    specs = load_yaml(spec_path) if os.path.isfile(spec_path) else {}
+    remediate = ((specs or {}).get("argument_specs") or {}).get("remediate") or {}
+    choices = ((remediate.get("options") or {}).get("selfheal_step") or {}).get("choices")
+    return tuple(str(c) for c in choices or ("remediate",))
 
 
 # --------------------------------------------------------------------------- topology

@@ -111,7 +111,8 @@ def replay(store: Any) -> int:
         pending = records(store.target)
         for r in pending:
             for target in r.get("targets") or ["unknown"]:
-                store.record_outcome(r["incident_id"], r["incident_type"], target, r["mode"], r["outcome"], r["at"])
+                store.record_outcome(r["incident_id"], r["incident_type"], target, r["mode"], r["outcome"], r["at"],
+                                     known_good=r.get("known_good"))
             store.audit("finished", r.get("holder", "journal"), {**r.get("summary", {}), "journaled": True},
                         r["incident_id"], r["at"])
         os.ftruncate(fd, 0)

@@ -224,25 +224,22 @@ class Store:
 
     def load_state(self, name: str) -> dict[str, Any] | None:
         rows = self._exec("SELECT state FROM component_state WHERE name = ?", (name,))
-        if not rows:
-            return None
+        return self._state(name, rows[0][0]) if rows else None
+
+    def _state(self, name: str, raw: str) -> dict[str, Any]:
         try:
-            state = json.loads(rows[0][0])
+            state = json.loads(raw)
         except ValueError as exc:
             raise StoreError(f"store {self.shown}: saved state of {name} is corrupt: {exc}") from exc
         if not isinstance(state, dict):
             raise StoreError(f"store {self.shown}: saved state of {name} is not an object")
         return state
 
-    def keep_known_good(self, target: str, known_good: dict[str, Any]) -> None:
-        """What a verified fix that held left on the target (by key, e.g. its configuration), for a later
-        run's step that restores the last known good state; keys not given are kept."""
-        self.save_state(f"known_good:{target}", {**(self.load_state(f"known_good:{target}") or {}), **known_good})
-
     def known_good(self, targets: list[str]) -> dict[str, dict[str, Any]]:
-        """The last known good state of each target that has one (see keep_known_good)."""
-        found = {t: self.load_state(f"known_good:{t}") for t in targets}
-        return {t: state for t, state in found.items() if state}
+        """The last known good state of each target that has one: what verified fixes that held left on it,
+        by key (e.g. its configuration), kept by record_outcome; one query for all targets."""
+        rows = self._in("SELECT name, state FROM component_state", "name", [f"known_good:{t}" for t in targets])
+        return {name.split(":", 1)[1]: self._state(name, raw) for name, raw in rows}
 
     # ------------------------------------------------------------------ leases
 
@@ -308,11 +305,17 @@ class Store:
     def cooldowns(self, targets: list[str]) -> dict[str, float]:
         return {row[0]: float(row[1]) for row in self._in("SELECT target, until FROM cooldowns", "target", targets)}
 
-    def record_outcome(self, incident_id: str, itype: str, target: str, mode: str, outcome: str, at: float) -> None:
+    def record_outcome(self, incident_id: str, itype: str, target: str, mode: str, outcome: str, at: float,
+                       known_good: dict[str, Any] | None = None) -> None:
+        """The outcome of a run on `target`. A verified one also keeps `known_good` (what the fix left, by key)
+        as the target's last known good state; keys it does not name are kept from earlier fixes."""
         if outcome not in OUTCOMES:
             raise StoreError(f"unknown outcome {outcome!r}; outcomes are {', '.join(OUTCOMES)}")
         self._exec("INSERT INTO outcomes (incident_id, incident_type, target, mode, outcome, at) "
                    "VALUES (?, ?, ?, ?, ?, ?)", (incident_id, itype, target, mode, outcome, at))
+        if outcome == "verified" and known_good:
+            name = f"known_good:{target}"
+            self.save_state(name, {**(self.load_state(name) or {}), **known_good})
 
     def failures(self, itype: str, since: float) -> list[float]:
         """Times automatic runs of `itype` failed since `since` (what the circuit breaker counts)."""

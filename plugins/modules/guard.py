@@ -346,7 +346,6 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             )
             decision = decide(itype.name, policy, targets, p["group_size"] or len(targets), holder, facts)
             result = decision.to_dict()
-            known_good = store.known_good(list(decision.targets))
             if not check_mode:
                 if decision.allowed:
                     for target in decision.targets:
@@ -367,6 +366,8 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                             store.mark_circuit_escalated(itype.name, now, target)
                 store.record_decision(p["incident_id"], itype.name, holder, result, now)
                 store.audit("decided", holder, {"decision": result, "leases": leases}, p["incident_id"], now)
+            # what the targets it acts on last ran healthy with, for a step that restores it
+            known_good = store.known_good(list(result["targets"])) if result["allowed"] else {}
     except StoreError as exc:
         raise ModuleError(f"cannot decide, so nothing is done (fail safe): {exc}") from exc
     if leases and p["heartbeat"] and not check_mode:

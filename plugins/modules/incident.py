@@ -258,9 +258,8 @@ def _finish(p: dict[str, Any], store: Store, now: float) -> dict[str, Any]:
                 outcome = "escalated" if relapsed.flaps else "not_held"
                 if relapsed.flaps:  # the playbook pages that it flaps: later decisions on it page nobody again
                     store.mark_circuit_escalated(p["incident_type"], now, target)
-            store.record_outcome(p["incident_id"], p["incident_type"], target, p["mode"], outcome, now)
-            if outcome == "verified" and p["known_good"]:
-                store.keep_known_good(target, p["known_good"])
+            store.record_outcome(p["incident_id"], p["incident_type"], target, p["mode"], outcome, now,
+                                 known_good=p["known_good"])
             recorded.append(target)
             token = p["tokens"].get(target)
             if token is None:
@@ -293,6 +292,7 @@ def _journaled(p: dict[str, Any], now: float, exc: StoreError) -> dict[str, Any]
         raise ModuleError(f"nothing recorded: {exc}")
     record = {"incident_id": p["incident_id"], "incident_type": p["incident_type"], "targets": p["targets"],
               "mode": p["mode"], "outcome": p["outcome"], "holder": p["holder"], "at": now,
+              "known_good": p["known_good"],
               "summary": {"outcome": p["outcome"], "mode": p["mode"], "acted": p["acted"],
                           **({"evidence": p["details"]} if p["details"] else {})}}
     try:

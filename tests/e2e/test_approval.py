@@ -207,7 +207,7 @@ def test_a_frozen_service_is_diagnosed_first_and_killed_at_once_when_approved(da
                         lambda: _stage(lab, target, since, "verified_healthy", incident_id), BOUND)
         assert lab.pid(target) not in (None, pid) and _health(lab, target) == 200
         finished = wait_for("the outcome on record", lambda: next(
-            (e["details"]["evidence"] for e in _trail(lab, incident_id) if e["event"] == "finished"), None), 30)
+            (e["details"]["evidence"] for e in lab.audit_trail(incident_id) if e["event"] == "finished"), None), 30)
         assert finished["action"] == "killed_and_started"
         kept = finished["diagnosis"]["evidence"]
         assert kept["process"]["pid"] == pid and kept["process"]["stopped"] is True
@@ -217,8 +217,3 @@ def test_a_frozen_service_is_diagnosed_first_and_killed_at_once_when_approved(da
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)  # a failed test leaves no frozen process behind
         _heal_and_settle(lab, (target,), since)
-
-
-def _trail(lab: Lab, incident_id: str) -> list[dict[str, Any]]:
-    with Store(str(lab.cfg.path("store.db"))) as store:
-        return store.audit_trail(incident_id)

@@ -131,10 +131,10 @@ def test_a_service_that_dies_again_gets_its_last_known_good_configuration_back(d
         assert {name: lab.pid(name) for name in others} == others, "no other host was touched"
 
         incident_id = rec.stages["verified_healthy"]["incident_id"]
-        decided = [e for e in _trail(lab, incident_id) if e["event"] == "decided"]
+        decided = [e for e in lab.audit_trail(incident_id) if e["event"] == "decided"]
         assert decided and decided[0]["details"]["decision"]["allowed"] is True
         evidence = wait_for("the outcome on record", lambda: next(
-            (e["details"]["evidence"] for e in _trail(lab, incident_id) if e["event"] == "finished"), None), 30)
+            (e["details"]["evidence"] for e in lab.audit_trail(incident_id) if e["event"] == "finished"), None), 30)
         assert evidence["step"] == "restore_config"
         assert evidence["failed_steps"][0].startswith("restart:"), evidence["failed_steps"]
         assert evidence["action"] == "restored_config"
@@ -145,8 +145,3 @@ def test_a_service_that_dies_again_gets_its_last_known_good_configuration_back(d
             conf.write_bytes(base64.b64decode(good["config"]["content"]))
             conf.chmod(0o644)
             lab.svc(target, "start")
-
-
-def _trail(lab: Lab, incident_id: str) -> list[dict[str, Any]]:
-    with Store(str(lab.cfg.path("store.db"))) as store:
-        return store.audit_trail(incident_id)

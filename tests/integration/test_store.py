@@ -85,6 +85,17 @@ def test_cooldowns_outcomes_and_circuit_records(store_url: str) -> None:
     s.close()
 
 
+def test_only_a_verified_outcome_keeps_the_last_known_good_and_other_keys_stay(store_url: str) -> None:
+    with Store(store_url) as s:
+        s.record_outcome("i1", "service_down", "h1", "auto", "verified", 100.0, known_good={"service:demo": {"v": 1}})
+        s.record_outcome("i2", "service_down", "h1", "auto", "rolled_back", 101.0,
+                         known_good={"service:demo": {"v": 2}})
+        s.record_outcome("i3", "disk_full", "h1", "auto", "verified", 102.0, known_good={"disk:/": {"v": 3}})
+        s.record_outcome("i4", "service_down", "h2", "auto", "verified", 103.0)
+        assert s.known_good(["h1", "h2", "h3"]) == {"h1": {"service:demo": {"v": 1}, "disk:/": {"v": 3}}}
+        assert s.known_good([]) == {}
+
+
 def test_the_audit_trail_is_append_only(store_url: str) -> None:
     s = Store(store_url)
     s.audit("decided", "guard", {"allowed": True}, incident_id="i1", at=1.0)

@@ -22,7 +22,7 @@ def _record(iid: str, outcome: str = "escalated") -> dict[str, object]:
 def test_what_waits_is_read_beside_the_store_and_replayed_into_it_once(tmp_path: Path) -> None:
     target = str(tmp_path / "store.db")
     path = journal.append(target, _record("a"))
-    journal.append(target, _record("b", "verified"))
+    journal.append(target, {**_record("b", "verified"), "known_good": {"service:demo": {"config": {"sha256": "ab"}}}})
     Path(path).write_text(Path(path).read_text() + '{"torn')  # a crash in the middle of a write
     assert journal.outcomes(target, ["a", "c"]) == {"a": "escalated"}
     store = Store(target)
@@ -32,6 +32,8 @@ def test_what_waits_is_read_beside_the_store_and_replayed_into_it_once(tmp_path:
         assert sorted((o["incident_id"], o["outcome"]) for o in store.outcomes("service_down")) == [
             ("a", "escalated"), ("b", "verified")]
         assert [e["details"]["journaled"] for e in store.audit_trail()] == [True, True]
+        assert store.known_good(["h1"]) == {"h1": {"service:demo": {"config": {"sha256": "ab"}}}}, \
+            "a held fix journaled while the store was down still leaves its last known good"
     finally:
         store.close()
     assert journal.records(target) == []
