@@ -11,7 +11,7 @@ COLL_LINK := $(COLL_ROOT)/ansible_collections/selfheal/core
 SANITY_DIR := $(CURDIR)/.build/sanity/ansible_collections/selfheal/core
 # python3-venv: Debian's python3 has no working `-m venv` (ensurepip) without it.
 APT_PACKAGES := prometheus prometheus-alertmanager openssh-server openssh-client nginx-light \
-	prometheus-postgres-exporter postgresql iproute2 util-linux procps curl default-jdk-headless python3-venv
+	prometheus-postgres-exporter prometheus-node-exporter postgresql iproute2 util-linux procps curl default-jdk-headless python3-venv
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export PATH := $(BIN):$(PATH)

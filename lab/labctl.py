@@ -24,6 +24,7 @@ that stands in for a pager. Settings come from the environment:
                             connection could hold one of them
     SELFHEAL_LAB_SUBNET     the hosts' /24, default 10.213.77 (hosts .11 ...)
     SELFHEAL_LAB_HOSTS      number of hosts, default 4
+    SELFHEAL_LAB_DISK_MB    size of each host's own filesystem (a tmpfs), default 64
 
 Standard library only: it runs before the project's virtualenv exists.
 """
@@ -33,6 +34,7 @@ import errno
 import glob
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -53,7 +55,14 @@ DEMO_PORT = 8080
 NGINX_PORT = 80
 PG_PORT = 5432
 PG_EXPORTER_PORT = 9187
-SERVICE_ORDER = ("postgres", "pg_exporter", "demo", "nginx")  # start order: dependencies first
+NODE_EXPORTER_PORT = 9100
+# start order: dependencies first
+SERVICE_ORDER = ("node_exporter", "postgres", "pg_exporter", "demo", "nginx")
+PORTS = {"demo": DEMO_PORT, "nginx": NGINX_PORT, "postgres": PG_PORT, "pg_exporter": PG_EXPORTER_PORT,
+         "node_exporter": NODE_EXPORTER_PORT}
+# Each host's own small filesystem (a tmpfs at <lab>/hosts/<host>/disk, MiB): disk_full fills it, never
+# the machine's disk. The directories the lab's inventory points the disk role at, and one it protects.
+DISK_DIRS = ("log", "tmp", "data")
 SSH_PORT = 22
 
 
@@ -135,7 +144,7 @@ def load_config(fresh: bool = False) -> Config:
         raise LabError(f"SELFHEAL_LAB_SUBNET must be the first three octets of a /24, got {subnet!r}")
     hosts = []
     for i in range(1, count + 1):
-        groups, services = ["demo"], ["demo"]
+        groups, services = ["demo"], ["node_exporter", "demo"]
         if i == count - 1:
             groups.append("web")
             services.append("nginx")
@@ -172,6 +181,8 @@ _REQUIRED = {
     "prometheus": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
+    "prometheus-node-exporter": "prometheus-node-exporter",
+    "mount": "mount",
     "nginx": "nginx-light",
     "python3": "python3",
 }
@@ -687,7 +698,53 @@ def _service_spec(cfg: Config, host: Host, service: str) -> dict[str, object]:
             "ready": lambda: _http_ok(f"http://{host.address}:{PG_EXPORTER_PORT}/metrics", timeout=3),
             "marker": f"{host.address}:{PG_EXPORTER_PORT}",
         }
+    if service == "node_exporter":
+        return {
+            # the filesystem collector alone: Prometheus keeps the host's own disk (see _prometheus_config)
+            "cmd": [_which("prometheus-node-exporter") or "prometheus-node-exporter",
+                    f"--web.listen-address={host.address}:{NODE_EXPORTER_PORT}", "--collector.disable-defaults",
+                    "--collector.filesystem", "--collector.filesystem.mount-points-exclude=^/(dev|proc|run|sys)($|/)"],
+            "user": "prometheus",  # the Debian package's own user
+            "ready": lambda: _http_ok(f"http://{host.address}:{NODE_EXPORTER_PORT}/metrics", timeout=3),
+            "marker": f"{host.address}:{NODE_EXPORTER_PORT}",
+        }
     raise LabError(f"unknown service {service!r} on {host.name}; it runs {host.services}")
+
+
+def disk_path(cfg: Config, host: Host) -> Path:
+    return cfg.path("hosts", host.name, "disk")
+
+
+def _mounted(path: Path) -> bool:
+    return os.path.ismount(path)
+
+
+def disks_up(cfg: Config) -> None:
+    """Mount each host's own filesystem (kept across `up`: a fill a test made stays until it is reclaimed)."""
+    try:
+        size = int(os.environ.get("SELFHEAL_LAB_DISK_MB", "64"))
+    except ValueError as exc:
+        raise LabError(f"SELFHEAL_LAB_DISK_MB must be an integer: {exc}") from exc
+    for host in cfg.hosts:
+        path = disk_path(cfg, host)
+        path.mkdir(parents=True, exist_ok=True)
+        if not _mounted(path):
+            _run(["mount", "-t", "tmpfs", "-o", f"size={size}m,mode=0755", f"shlab-{host.name}-disk", str(path)])
+            # what runs in the host already would not see it: started again by `up`
+            for svc in ("sshd", *host.services):
+                _stop(cfg, f"{host.name}-{svc}")
+        for sub in DISK_DIRS:
+            (path / sub).mkdir(exist_ok=True)
+
+
+def disks_down(cfg: Config) -> list[str]:
+    unmounted = []
+    for host in cfg.hosts:
+        path = disk_path(cfg, host)
+        if _mounted(path):
+            _run(["umount", "--lazy", str(path)], check=False)
+            unmounted.append(f"{host.name}-disk")
+    return unmounted
 
 
 def _nginx_conf(hdir: Path, host: Host) -> str:
@@ -789,6 +846,14 @@ def _prometheus_config(cfg: Config) -> None:
             {"job_name": "postgres", "static_configs": [
                 {"targets": [f"{h.address}:{PG_EXPORTER_PORT}"], "labels": {"host": h.name, "service": "postgres"}}
                 for h in cfg.hosts if "pg_exporter" in h.services]},
+            # each host's own filesystem, job "node": its exporter sees every mount of this machine, so only
+            # the samples of the host's own disk are kept
+            *({"job_name": f"node-{h.name}",
+               "static_configs": [{"targets": [f"{h.address}:{NODE_EXPORTER_PORT}"], "labels": {"host": h.name}}],
+               "relabel_configs": [{"target_label": "job", "replacement": "node"}],
+               "metric_relabel_configs": [{"source_labels": ["mountpoint"], "action": "keep",
+                                           "regex": re.escape(str(disk_path(cfg, h)))}]}
+              for h in cfg.hosts if "node_exporter" in h.services),
             {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{cfg.ports['prometheus']}"]}]},
             # the daemon's event sources, each with its /metrics: the platform watched from outside it
             {"job_name": "selfheal", "static_configs": [{"targets": [f"127.0.0.1:{cfg.ports['rulebook']}",
@@ -927,6 +992,11 @@ def write_inventory(cfg: Config) -> Path:
             "selfheal_service_configs": {"demo": str(cfg.path("hosts", h.name, "demo.conf"))},
             "selfheal_service_logs": {svc: str(cfg.path("log", f"{h.name}-{svc}.log")) for svc in h.services},
             "selfheal_service_dump_signals": {"demo": "SIGUSR1"},
+            # the host's own filesystem and where the disk role reclaims on it (relative: under the mount);
+            # package caches and the journal stay where they are, not on it: nothing to reclaim there
+            "selfheal_disk_path": str(disk_path(cfg, h)),
+            "selfheal_disk_log_dirs": ["log", "/var/log"],
+            "selfheal_disk_tmp_dirs": ["tmp"],
         }
         for h in cfg.hosts
     }
@@ -1074,6 +1144,10 @@ def up(cfg: Config) -> int:
     t0 = time.monotonic()
     _say(f"network: bridge {cfg.bridge} {cfg.gateway}/24, {len(cfg.hosts)} hosts")
     network_up(cfg)
+    # before sshd: each process in a host sees the mounts made before it started (ip netns exec gives
+    # it its own mount namespace)
+    _say("disks: a small filesystem of its own for every host")
+    disks_up(cfg)
     _say("ssh: keys and sshd in every host")
     ssh_up(cfg)
     # Dependencies first: the database, then what uses it.
@@ -1093,8 +1167,9 @@ def status(cfg: Config) -> int:
     rows: list[tuple[str, str, bool]] = []
     for host in cfg.hosts:
         rows.append((f"{host.name} sshd", f"{host.address}:{SSH_PORT}", _sshd_up(cfg, host)))
+        rows.append((f"{host.name} disk", str(disk_path(cfg, host)), _mounted(disk_path(cfg, host))))
         for svc in host.services:
-            port = {"demo": DEMO_PORT, "nginx": NGINX_PORT, "postgres": PG_PORT, "pg_exporter": PG_EXPORTER_PORT}[svc]
+            port = PORTS[svc]
             ok = _alive(cfg, f"{host.name}-{svc}") is not None and _tcp_ok(host.address, port)
             rows.append((f"{host.name} {svc}", f"{host.address}:{port}", ok))
     ports = cfg.ports
@@ -1136,6 +1211,7 @@ def down(cfg: Config) -> int:
     for name in ("alertmanager", "prometheus", "notify"):
         if _stop(cfg, name):
             stopped.append(name)
+    stopped += disks_down(cfg)
     network_down(cfg)
     _say(f"stopped: {', '.join(stopped) or 'nothing was running'}; network removed")
     return 0

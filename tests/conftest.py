@@ -1,6 +1,7 @@
 """Shared test set-up: import the collection as Ansible does, from ansible_collections/."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -89,6 +90,21 @@ class Lab:
                 return
             time.sleep(busy_until - time.time() + 0.5)
 
+    def disk(self, host: str) -> Path:
+        """The host's own small filesystem (a tmpfs the lab mounts for it)."""
+        return labctl.disk_path(self.cfg, self.cfg.host(host))
+
+    def empty_disk(self, host: str) -> None:
+        """Leave the host's own filesystem empty but for its directories, as the lab made it."""
+        self.playbook("selfheal.core.chaos.disk_fill", "-e", f"selfheal_target={host}", "-e", "chaos_fill=stop")
+        root = self.disk(host)
+        for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                if path.relative_to(root).as_posix() not in labctl.DISK_DIRS:
+                    path.rmdir()
+            else:
+                path.unlink()
+
     def audit_trail(self, incident_id: str) -> list[dict[str, Any]]:
         """The lab store's audit trail of one incident, oldest first."""
         from ansible_collections.selfheal.core.plugins.module_utils.store import Store
@@ -142,6 +158,18 @@ def daemon(lab: Lab) -> Iterator[Lab]:
         pytest.fail(f"the rulebook daemon did not start:\n{started.stdout}\n{started.stderr}")
     yield lab
     lab.labctl("daemon", "stop")
+
+
+def tree_state(root: Path) -> dict[str, tuple[str, str, int]]:
+    """Every file under `root`: (sha256, mode, size) by path relative to it. Read without touching its
+    access time (a temp file read is a temp file in use, to a cleaner)."""
+    def sha256(path: Path) -> str:
+        fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
+        with os.fdopen(fd, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+
+    return {p.relative_to(root).as_posix(): (sha256(p), f"{p.stat().st_mode & 0o7777:04o}", p.stat().st_size)
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
 def wait_for(what: str, check: Any, timeout: float, interval: float = 0.25) -> Any:
