@@ -68,7 +68,9 @@ def test_status_reports_sshd_from_its_process_not_from_whatever_answers(lab: Lab
     """A port that answers is not the host's sshd (with the network gone, a gateway may answer)."""
     h1 = lab.cfg.hosts[0]
     sshd = int(lab.cfg.path("run", f"{h1.name}-sshd.pid").read_text().split()[0])
-    listen = (f"import socket, time; s = socket.socket(); s.bind(({h1.address!r}, 22)); s.listen(); "
+    # SO_REUSEADDR, as sshd itself: the SSH sessions earlier tests left open (ControlPersist) hold h1:22
+    listen = (f"import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+              f"s.bind(({h1.address!r}, 22)); s.listen(); "
               "print('listening', flush=True); time.sleep(300)")
     impostor = None
     try:
