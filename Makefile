@@ -103,8 +103,9 @@ daemon-down: ## stop the ansible-rulebook daemon
 demo: daemon-up ## daemon-up, crash a service, show it heal with its timeline
 	$(BIN)/python lab/demo.py
 
-bench: daemon-up ## daemon-up, then the recovery, storm and guard benchmarks
-	$(BIN)/python bench/recovery.py $(BENCH_ARGS)
+bench: daemon-up ## daemon-up, then the recovery, rolling restart, storm and guard benchmarks
+	$(BIN)/python bench/mttr.py --profile $(BENCH_ARGS)
+	$(BIN)/python bench/rollout.py $(ROLLOUT_ARGS)
 	$(BIN)/python bench/storm.py $(STORM_ARGS)
 	$(BIN)/python bench/guard.py $(GUARD_ARGS)
 

@@ -2,7 +2,7 @@
 
 Expects the lab and the rulebook daemon to be up (`make demo` does both).
 Injects the fault with the chaos playbook, waits for the recovery to finish
-in the incident timeline, and prints the timeline with its phases and the
+in the store's audit trail, and prints the recovery timeline with its phases and the
 time to recovery. Exit 0 when the service was healed and verified.
 """
 from __future__ import annotations
@@ -74,29 +74,29 @@ def crash(inventory_path: Path, target: str, service: str) -> None:
         sys.exit(f"demo: the chaos playbook failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
-def wait_recovery(path: str, target: str, since: float, timeout: float,
+def wait_recovery(store_path: str, target: str, since: float, timeout: float,
                   quiet: bool = False) -> timeline.Recovery | None:
-    """The recovery of `target` that starts with a fault at or after `since`, once final."""
+    """The recovery of `target` that starts with a fault at or after `since`, once final, as the store's
+    audit trail records it."""
     deadline = time.monotonic() + timeout
     last_stage = ""
     while time.monotonic() < deadline:
-        entries = timeline.read(path)[0]
-        for rec in timeline.recoveries(entries):
-            fault = rec.at("fault_injected")
-            if rec.target == target and fault is not None and fault >= since:
-                newest = max(rec.stages.values(), key=lambda e: float(e["at"]))["stage"]
-                if newest != last_stage and not quiet:
-                    print(f"  ... {newest}", flush=True)
-                    last_stage = newest
-                if rec.outcome != "open":
-                    return rec
+        with Store(store_path) as store:
+            rec = timeline.recovery_of(store, target, since)
+        if rec is not None:
+            newest = max(rec.stages.values(), key=lambda e: float(e["at"]))["stage"]
+            if newest != last_stage and not quiet:
+                print(f"  ... {newest}", flush=True)
+                last_stage = newest
+            if rec.outcome != "open":
+                return rec
         time.sleep(0.25)
     return None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="h2", help="lab host whose service crashes (default h2)")
+    parser.add_argument("--target", default="h1", help="lab host whose service crashes (default h1)")
     parser.add_argument("--service", default="demo")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for the recovery")
     args = parser.parse_args()
@@ -110,7 +110,7 @@ def main() -> int:
     print(f"demo: crashing {args.service} on {args.target} ({host['ansible_host']}) with SIGKILL", flush=True)
     since = time.time()
     crash(lab_dir / "inventory.yml", args.target, args.service)
-    rec = wait_recovery(lab_vars["selfheal_timeline_path"], args.target, since, args.timeout)
+    rec = wait_recovery(lab_vars["selfheal_chaos_store"], args.target, since, args.timeout)
     if rec is None:
         print(f"demo: no recovery finished within {args.timeout:.0f}s; see {lab_dir / 'log' / 'rulebook.log'}")
         return 1

@@ -24,6 +24,9 @@ that stands in for a pager. Settings come from the environment:
                             connection could hold one of them
     SELFHEAL_LAB_SUBNET     the hosts' /24, default 10.213.77 (hosts .11 ...)
     SELFHEAL_LAB_HOSTS      number of hosts, default 4
+    SELFHEAL_LAB_FLEET      number of fleet hosts w01.. (group `fleet`, the demo service
+                            only, .101 up) behind the `web` host's nginx as its load
+                            balancer; default 10 (0: nginx proxies to its own demo service)
     SELFHEAL_LAB_DISK_MB    size of each host's own filesystem (a tmpfs), default 64
 
 Standard library only: it runs before the project's virtualenv exists.
@@ -36,6 +39,7 @@ import json
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -57,6 +61,17 @@ PG_PORT = 5432
 PG_EXPORTER_PORT = 9187
 NODE_EXPORTER_PORT = 9100
 # start order: dependencies first
+# The lab's PostgreSQL: few connections (conn_pool_exhausted's chaos fills them), and a connection idle
+# for this many seconds counts as leaked (production: the catalog's 300).
+NETNS_PREFIX = "shlab-"
+PG_MAX_CONNECTIONS = 30
+# Hosts whose demo service the service role manages as a real one: ansible.builtin.service and
+# service_facts through Debian's `service` and an LSB init script, /etc/init.d/demo (written by `up`,
+# removed by `down`), instead of the lab's command-based manager.
+SYSV_HOSTS = ("h2",)
+INIT_SCRIPT = Path("/etc/init.d/demo")
+INIT_MARKER = "# selfheal-lab: written by lab/labctl.py up, removed by down"
+PG_LAB_IDLE_AGE = 3
 SERVICE_ORDER = ("node_exporter", "postgres", "pg_exporter", "demo", "nginx")
 PORTS = {"demo": DEMO_PORT, "nginx": NGINX_PORT, "postgres": PG_PORT, "pg_exporter": PG_EXPORTER_PORT,
          "node_exporter": NODE_EXPORTER_PORT}
@@ -79,7 +94,7 @@ class Host:
 
     @property
     def netns(self) -> str:
-        return f"shlab-{self.name}"
+        return f"{NETNS_PREFIX}{self.name}"
 
     @property
     def veth(self) -> str:
@@ -132,12 +147,16 @@ def load_config(fresh: bool = False) -> Config:
     try:
         port_base = int(os.environ.get("SELFHEAL_LAB_PORT_BASE", "29000"))
         count = int(os.environ.get("SELFHEAL_LAB_HOSTS", "4"))
+        fleet = int(os.environ.get("SELFHEAL_LAB_FLEET", "10"))
     except ValueError as exc:
-        raise LabError(f"SELFHEAL_LAB_PORT_BASE and SELFHEAL_LAB_HOSTS must be integers: {exc}") from exc
+        raise LabError(f"SELFHEAL_LAB_PORT_BASE, SELFHEAL_LAB_HOSTS and SELFHEAL_LAB_FLEET must be integers: {exc}"
+                       ) from exc
     if not 1024 <= port_base <= 65000:
         raise LabError("SELFHEAL_LAB_PORT_BASE must be between 1024 and 65000")
     if not 2 <= count <= 50:
         raise LabError("SELFHEAL_LAB_HOSTS must be between 2 and 50")
+    if not 0 <= fleet <= 99:
+        raise LabError("SELFHEAL_LAB_FLEET must be between 0 and 99")
     subnet = os.environ.get("SELFHEAL_LAB_SUBNET", "10.213.77")
     octets = subnet.split(".")
     if len(octets) != 3 or not all(o.isdigit() and 0 <= int(o) <= 255 for o in octets):
@@ -152,6 +171,7 @@ def load_config(fresh: bool = False) -> Config:
             groups.append("db")
             services.extend(["postgres", "pg_exporter"])
         hosts.append(Host(f"h{i}", f"{subnet}.{10 + i}", groups, services))
+    hosts.extend(Host(f"w{i:02d}", f"{subnet}.{100 + i}", ["fleet"], ["demo"]) for i in range(1, fleet + 1))
     return Config(lab_dir, port_base, subnet, hosts)
 
 
@@ -665,7 +685,7 @@ def _service_spec(cfg: Config, host: Host, service: str) -> dict[str, object]:
         }
     if service == "nginx":
         conf = hdir / "nginx.conf"
-        conf.write_text(_nginx_conf(hdir, host))
+        conf.write_text(_nginx_conf(cfg, hdir, host))
         return {
             "cmd": [_which("nginx") or "nginx", "-c", str(conf), "-g", "daemon off;"],
             "ready": lambda: _tcp_ok(host.address, NGINX_PORT),
@@ -682,7 +702,9 @@ def _service_spec(cfg: Config, host: Host, service: str) -> dict[str, object]:
         shutil.chown(sockdir, "postgres", "postgres")
         return {
             "cmd": [str(pg_bin / "postgres"), "-D", str(datadir), "-p", str(PG_PORT),
-                    "-c", f"listen_addresses={host.address}", "-c", f"unix_socket_directories={sockdir}"],
+                    "-c", f"listen_addresses={host.address}", "-c", f"unix_socket_directories={sockdir}",
+                    # small, so the chaos playbook exhausts it with a few dozen connections
+                    "-c", f"max_connections={PG_MAX_CONNECTIONS}"],
             "user": "postgres",
             "ready": lambda: _tcp_ok(host.address, PG_PORT),
             "marker": str(datadir),
@@ -711,8 +733,53 @@ def _service_spec(cfg: Config, host: Host, service: str) -> dict[str, object]:
     raise LabError(f"unknown service {service!r} on {host.name}; it runs {host.services}")
 
 
+def init_script_up(cfg: Config) -> None:
+    """/etc/init.d/demo: an LSB init script that runs the lab's service manager for the demo service of the
+    lab host whose network namespace it runs in (the `service` command gives it no environment)."""
+    if INIT_SCRIPT.exists() and INIT_MARKER not in INIT_SCRIPT.read_text(errors="replace"):
+        raise LabError(f"{INIT_SCRIPT} exists and is not the lab's: the lab will not overwrite it")
+    prefix = NETNS_PREFIX
+    INIT_SCRIPT.write_text(f"""#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          demo
+# Required-Start:    $network
+# Required-Stop:     $network
+# Default-Start:
+# Default-Stop:
+# Short-Description: the selfheal lab's demo service, on the lab host whose network namespace runs it
+### END INIT INFO
+{INIT_MARKER}
+ns=$(ip netns identify $$ 2>/dev/null)
+case "$ns" in
+  {prefix}*) host=${{ns#{prefix}}} ;;
+  *) echo "demo: runs only on a selfheal lab host (in its network namespace)" >&2; exit 4 ;;
+esac
+SELFHEAL_LAB_HOST=$host SELFHEAL_LAB_DIR={shlex.quote(cfg.lab_dir)} \
+  exec {shlex.quote(sys.executable)} {shlex.quote(str(REPO / "lab" / "labctl.py"))} svc "$1" demo
+""")
+    INIT_SCRIPT.chmod(0o755)
+
+
+def init_script_down() -> bool:
+    if INIT_SCRIPT.exists() and INIT_MARKER in INIT_SCRIPT.read_text(errors="replace"):
+        INIT_SCRIPT.unlink()
+        return True
+    return False
+
+
 def disk_path(cfg: Config, host: Host) -> Path:
     return cfg.path("hosts", host.name, "disk")
+
+
+def empty_disk(cfg: Config, host: Host) -> None:
+    """The host's own filesystem back to its empty directories, as `up` made it (end its writer first)."""
+    root = disk_path(cfg, host)
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            if path.relative_to(root).as_posix() not in DISK_DIRS:
+                path.rmdir()
+        else:
+            path.unlink()
 
 
 def _mounted(path: Path) -> bool:
@@ -747,11 +814,24 @@ def disks_down(cfg: Config) -> list[str]:
     return unmounted
 
 
-def _nginx_conf(hdir: Path, host: Host) -> str:
+def _nginx_conf(cfg: Config, hdir: Path, host: Host) -> str:
     for sub in ("nginx-tmp", "nginx-log"):
         (hdir / sub).mkdir(exist_ok=True)
         shutil.chown(hdir / sub, "www-data", "www-data")
     tmp = hdir / "nginx-tmp"
+    fleet = [h for h in cfg.hosts if "fleet" in h.groups]
+    # with a fleet, the load balancer in front of it: its demo services are the upstreams (a drained one
+    # is marked down in the upstreams file, which the fleet roles change and reload); a request an
+    # upstream fails is tried on the next one
+    upstreams = hdir / "nginx-upstreams.conf"
+    if fleet and not upstreams.exists():
+        upstreams.write_text("".join(f"server {h.address}:{DEMO_PORT} max_fails=1 fail_timeout=2s;  # {h.name}\n"
+                                     for h in fleet))
+    pool = f"upstream fleet {{ include {upstreams}; keepalive 16; }}" if fleet else ""
+    proxy = ("proxy_pass http://fleet; proxy_http_version 1.1; proxy_set_header Connection \"\";\n"
+             "      proxy_next_upstream error timeout http_502 http_503; proxy_next_upstream_tries 3;\n"
+             "      proxy_connect_timeout 1s; proxy_read_timeout 5s;"
+             if fleet else f"proxy_pass http://{host.address}:{DEMO_PORT};")
     return f"""pid {hdir / 'nginx.pid'};
 error_log {hdir / 'nginx-log' / 'error.log'};
 worker_processes 1;
@@ -760,10 +840,13 @@ http {{
   access_log {hdir / 'nginx-log' / 'access.log'};
   client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
   fastcgi_temp_path {tmp}/fastcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  {pool}
   server {{
     listen {host.address}:{NGINX_PORT};
     location /nginx_status {{ stub_status; }}
-    location / {{ proxy_pass http://{host.address}:{DEMO_PORT}; }}
+    location / {{
+      {proxy}
+    }}
   }}
 }}
 """
@@ -971,6 +1054,17 @@ def monitoring_up(cfg: Config) -> None:
 _PLAYBOOK_GROUPS = ("selfheal_proposal_targets", "selfheal_remediation_targets")
 
 
+def _balancer(cfg: Config) -> dict[str, object]:
+    web = next((h for h in cfg.hosts if "nginx" in h.services), None)
+    if web is None or not any("fleet" in h.groups for h in cfg.hosts):
+        return {}
+    conf = str(cfg.path("hosts", web.name, "nginx.conf"))
+    return {"selfheal_balancer": {
+        "host": web.name, "upstreams": str(cfg.path("hosts", web.name, "nginx-upstreams.conf")),
+        "check_command": [_which("nginx") or "nginx", "-t", "-q", "-c", conf],
+        "reload_command": [_which("nginx") or "nginx", "-s", "reload", "-c", conf]}}
+
+
 def write_inventory(cfg: Config) -> Path:
     ssh = cfg.path("ssh")
     approval_secret(cfg), proposal_secret(cfg)  # made now: the inventory reads them from their files
@@ -997,6 +1091,18 @@ def write_inventory(cfg: Config) -> Path:
             "selfheal_disk_path": str(disk_path(cfg, h)),
             "selfheal_disk_log_dirs": ["log", "/var/log"],
             "selfheal_disk_tmp_dirs": ["tmp"],
+            # a real service manager (Debian's `service`, an LSB init script) on these hosts
+            **({"selfheal_service_manager": "auto",
+                "selfheal_service_pidfiles": {"demo": str(_pidfile(cfg, f"{h.name}-demo"))}}
+               if h.name in SYSV_HOSTS else {}),
+            # a fleet host is an upstream of the web host's nginx (drained and put back by the fleet types),
+            # and its blast radius counts its own group
+            **({"selfheal_balancer_member": f"{h.address}:{DEMO_PORT}", "selfheal_group": "fleet"}
+               if "fleet" in h.groups else {}),
+            # where the postgres role reaches the server (psql over its socket); the lab's leaks are young
+            **({"selfheal_postgres_socket_dir": str(cfg.path("hosts", h.name, "pgsock")),
+                "selfheal_postgres_port": PG_PORT, "selfheal_postgres_idle_age": PG_LAB_IDLE_AGE}
+               if "postgres" in h.services else {}),
         }
         for h in cfg.hosts
     }
@@ -1011,14 +1117,22 @@ def write_inventory(cfg: Config) -> Path:
                 "ansible_ssh_private_key_file": str(ssh / "id_ed25519"),
                 "ansible_ssh_common_args": f"-o UserKnownHostsFile={ssh / 'known_hosts'} -o StrictHostKeyChecking=yes",
                 "ansible_python_interpreter": "/usr/bin/python3",
-                "selfheal_timeline_path": str(cfg.path("timeline.jsonl")),
+                # where the chaos playbooks record the fault they inject: the daemon's store, also when a
+                # hand run (a test's) is given a scratch selfheal_store
+                "selfheal_chaos_store": str(cfg.path("store.db")),
                 "selfheal_notify_url": f"http://127.0.0.1:{cfg.ports['notify']}/escalations",
+                # the chaos playbooks refuse any host without this mark
+                "selfheal_lab": True,
                 "selfheal_service_manager": "command",
                 "selfheal_service_command": f"{sys.executable} {REPO / 'lab' / 'labctl.py'} svc",
                 "selfheal_prometheus_url": f"http://127.0.0.1:{cfg.ports['prometheus']}",
                 "selfheal_store": str(cfg.path("store.db")),
                 "selfheal_catalog": str(REPO / "rulebooks" / "catalog.yml"),
                 "selfheal_group": "demo",
+                # the fleet's load balancer: the web host's nginx, its upstreams in their own file
+                **_balancer(cfg),
+                # what a by-hand run of the service role acts on when no alert names a service
+                "selfheal_default_service": "demo",
                 "selfheal_approval_url": f"http://127.0.0.1:{cfg.ports['approvals']}",
                 # read from a file only root can read, so the inventory holds no secret
                 # The lab's one operator is both the approver and the daemon: in production the
@@ -1150,6 +1264,7 @@ def up(cfg: Config) -> int:
     disks_up(cfg)
     _say("ssh: keys and sshd in every host")
     ssh_up(cfg)
+    init_script_up(cfg)
     # Dependencies first: the database, then what uses it.
     for svc in SERVICE_ORDER:
         for host in cfg.hosts:
@@ -1212,6 +1327,11 @@ def down(cfg: Config) -> int:
         if _stop(cfg, name):
             stopped.append(name)
     stopped += disks_down(cfg)
+    # the next lab starts with every fleet host in its load balancer's pool
+    for upstreams in Path(cfg.lab_dir, "hosts").glob("*/nginx-upstreams.conf"):
+        upstreams.unlink()
+    if init_script_down():
+        stopped.append(str(INIT_SCRIPT))
     network_down(cfg)
     _say(f"stopped: {', '.join(stopped) or 'nothing was running'}; network removed")
     return 0

@@ -78,14 +78,8 @@ class Lab:
             return
         deadline = time.time() + 600
         while time.time() < deadline:  # looked at again after each wait: a live run sets its cooldown late
-            store = Store(str(path))
-            try:
-                busy_until = store.cooldowns([host]).get(host, 0.0)
-                lease = store.leases([host]).get(host)
-                if lease is not None:
-                    busy_until = max(busy_until, lease[1])
-            finally:
-                store.close()
+            with Store(str(path)) as store:
+                busy_until = store.busy_until(host)
             if busy_until <= time.time():
                 return
             time.sleep(busy_until - time.time() + 0.5)
@@ -97,13 +91,55 @@ class Lab:
     def empty_disk(self, host: str) -> None:
         """Leave the host's own filesystem empty but for its directories, as the lab made it."""
         self.playbook("selfheal.core.chaos.disk_fill", "-e", f"selfheal_target={host}", "-e", "chaos_fill=stop")
-        root = self.disk(host)
-        for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if path.is_dir() and not path.is_symlink():
-                if path.relative_to(root).as_posix() not in labctl.DISK_DIRS:
-                    path.rmdir()
-            else:
-                path.unlink()
+        labctl.empty_disk(self.cfg, self.cfg.host(host))
+
+    def pg_backends(self, host: str = "h4") -> dict[int, dict[str, Any]]:
+        """The client backends of the host's PostgreSQL (pg_stat_activity, this query's own left out)."""
+        import psycopg
+
+        password = self.cfg.path("postgres_password").read_text().strip()
+        with psycopg.connect(host=self.cfg.host(host).address, port=5432, user="postgres", dbname="postgres",
+                             password=password, connect_timeout=5, application_name="selfheal-test") as conn:
+            rows = conn.execute("SELECT pid, state, application_name FROM pg_stat_activity "
+                                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchall()
+        return {int(pid): {"state": state, "application": app} for pid, state, app in rows}
+
+    def stages(self, since: float = 0, store: Path | None = None) -> list[dict[str, Any]]:
+        """The recovery stages in `store`'s audit trail (default: the lab's, the daemon's) since `since`."""
+        from ansible_collections.selfheal.core.plugins.module_utils import timeline
+        from ansible_collections.selfheal.core.plugins.module_utils.store import Store
+
+        with Store(str(store or self.cfg.path("store.db"))) as s:
+            return timeline.load(s, since)
+
+    def recoveries(self, since: float = 0, store: Path | None = None) -> list[Any]:
+        """The recovery timelines (timeline.Recovery) in `store` since `since` (a fault injected by a hand run
+        is recorded in the lab's store, the rest of a hand run in its scratch store: pass both as needed)."""
+        from ansible_collections.selfheal.core.plugins.module_utils import timeline
+
+        return timeline.recoveries(self.stages(since, store))
+
+    def recovery_ended(self, target: str, since: float) -> Any:
+        """The recovery of `target` from a fault injected since `since`, once it ended (healed, escalated,
+        held back, waiting for a human); None while it is open."""
+        for rec in self.recoveries(since):
+            if rec.target == target and rec.at("fault_injected") is not None and rec.outcome != "open":
+                return rec
+        return None
+
+    def notifications(self, since: float = 0, platform: bool = False) -> list[dict[str, Any]]:
+        """What the lab's pager received since `since`, oldest first: the pages of the daemon and its
+        playbooks, or with `platform` the platform's own alerts (Alertmanager sends them to /platform)."""
+        path = self.cfg.path("notifications.jsonl")
+        out = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                note = json.loads(line)
+            except ValueError:
+                continue
+            if float(note.get("received_at", 0)) >= since and (note.get("path") == "/platform") == platform:
+                out.append(note)
+        return out
 
     def audit_trail(self, incident_id: str) -> list[dict[str, Any]]:
         """The lab store's audit trail of one incident, oldest first."""
@@ -111,6 +147,16 @@ class Lab:
 
         with Store(str(self.cfg.path("store.db"))) as store:
             return store.audit_trail(incident_id)
+
+    def play_facts(self, play: str, out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+        """Run a test's own play (its text; it writes what it wants to see as JSON to `out`), by hand with
+        no store; fail with its output unless it succeeds; return the run and the JSON."""
+        path = out.with_suffix(".play.yml")
+        path.write_text(play)
+        proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory_path), str(path), *args],
+                              capture_output=True, text=True, check=False, env=self.env, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        return proc, json.loads(out.read_text())
 
     def playbook(self, name: str, *args: str, timeout: float = 300,
                  store: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -4,9 +4,11 @@ Endpoints:
   /          a greeting naming the host
   /healthz   200 {"status": "ok"} while healthy, 503 while a fault is injected or
              while its dependency (--dependency host:port, the database) does not answer
-  /metrics   Prometheus text format: demo_up, demo_healthy, demo_requests_total
+  /metrics   Prometheus text format: demo_up, demo_healthy, demo_requests_total, demo_memory_bytes
   /fault     POST ?healthy=0|1 flips the health state; ?delay=S makes every answer S seconds late
-             (a hung service: alive, too slow for its objective)
+             (a hung service: alive, too slow for its objective); ?leak=MB makes it keep MB more memory
+             every second (a leak: it stays healthy, and only a restart gives the memory back), up to
+             LEAK_CAP in all; ?leak=0 stops the growth
 
 With --config, a JSON file of settings ({"greeting": ..., "workers": N}) read at start: a file that
 is not valid JSON, or a setting of the wrong type, stops the service at once (exit 2), as a bad
@@ -34,6 +36,18 @@ from urllib.parse import parse_qs, urlparse
 from _http import run
 
 logger = logging.getLogger("demo_service")
+
+
+LEAK_CAP = 512 * 1024 * 1024
+
+
+def resident_bytes() -> int:
+    """This process's resident memory, from /proc (0 where there is none)."""
+    try:
+        with open("/proc/self/statm", encoding="utf-8") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class ConfigError(Exception):
@@ -77,6 +91,25 @@ class _State:
         self.dependency = dependency
         self._dep_checked = 0.0
         self._dep_up = True
+        self.leak_mb = 0
+        self.leaked: list[bytearray] = []
+        self._leaking = False
+
+    def leak(self, mb_per_second: int) -> None:
+        """Keep mb_per_second more memory every second (touched, so it is resident), up to LEAK_CAP."""
+        self.leak_mb = mb_per_second
+        if self._leaking or not mb_per_second:
+            return
+        self._leaking = True
+
+        def grow() -> None:
+            while self.leak_mb:
+                if sum(len(chunk) for chunk in self.leaked) + self.leak_mb * 2**20 <= LEAK_CAP:
+                    self.leaked.append(bytearray(b"x" * (self.leak_mb * 2**20)))
+                time.sleep(1.0)
+            self._leaking = False
+
+        threading.Thread(target=grow, daemon=True).start()
 
     def dependency_up(self) -> bool:
         """Whether the dependency accepts TCP connections (checked at most twice a second)."""
@@ -145,6 +178,9 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                     "# HELP demo_start_time_seconds Unix time the process started.",
                     "# TYPE demo_start_time_seconds gauge",
                     f"demo_start_time_seconds {state.started}",
+                    "# HELP demo_memory_bytes Resident memory of the process.",
+                    "# TYPE demo_memory_bytes gauge",
+                    f"demo_memory_bytes {resident_bytes()}",
                 ]
                 self._send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
             elif path == "/":
@@ -170,9 +206,17 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 state.delay = delay
                 self._send(200, json.dumps({"delay": state.delay}))
                 return
+            if "leak" in query:
+                raw = query["leak"][0]
+                if not raw.isdigit() or int(raw) > 64:
+                    self._send(400, json.dumps({"error": "leak must be whole MB per second, 0 to 64"}))
+                    return
+                state.leak(int(raw))
+                self._send(200, json.dumps({"leak_mb_per_second": state.leak_mb}))
+                return
             value = query.get("healthy", [""])[0]
             if value not in ("0", "1"):
-                self._send(400, json.dumps({"error": "healthy must be 0 or 1 (or delay=S)"}))
+                self._send(400, json.dumps({"error": "healthy must be 0 or 1 (or delay=S, or leak=MB)"}))
                 return
             state.healthy = value == "1"
             self._send(200, json.dumps({"healthy": state.healthy}))

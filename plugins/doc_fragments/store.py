@@ -11,8 +11,11 @@ options:
   store:
     description:
       - The store, a SQLite file path or a C(postgresql://user@host/db) URL without a password.
+      - Empty, the local store of the user the module runs as on the controller,
+        C($XDG_STATE_HOME/selfheal/store.db) (by default C(~/.local/state/selfheal/store.db)), so by
+        hand the guard is never skipped for want of a store.
     type: str
-    required: true
+    default: ""
   store_password:
     description:
       - Password of a PostgreSQL store.

@@ -119,6 +119,9 @@ class IncidentType:
     role: str | None = None
     # settings the catalog gives the type's role (selfheal_request.parameters), e.g. a disk threshold
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    # target: one incident per target; group: one per service of a fleet (the alerts of its hosts that
+    # arrive within the group wait, the guard batching them), such as a memory leak on many hosts
+    scope: str = "target"
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,7 @@ LIFECYCLE_PLAYBOOK = "selfheal.core.remediate"
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 _TYPE_KEYS = {"name", "match", "playbook", "role", "steps", "ladder", "mode", "description", "never_automate",
               "blast_radius", "cooldown", "circuit", "verification", "escalation", "slo", "approval", "promotion",
-              "parameters"}
+              "parameters", "scope"}
 
 
 def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
@@ -202,6 +205,8 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
             self_promote=_flag(item, "promotion", "automatic", source, path),
             steps=_steps(item, source, path),
             skip_after=int(_number(item, "ladder", "skip_after", 3, source, path, 1, 1000)),
+            ladder_window=_number(item, "ladder", "window", 7 * 86400.0, source, path, 60, 366 * 86400),
+            cumulative=_flag(item, "ladder", "cumulative", source, path),
         )
         if policy.self_promote and mode != "propose":
             raise _fail(source, f"{path}.promotion.automatic", "only a propose type can promote itself to auto")
@@ -224,9 +229,12 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
                         "must be a mapping of lower-case names to values, given to the type's role")
         if parameters and role is None:
             raise _fail(source, f"{path}.parameters", "needs a role to give them to")
+        scope = item.get("scope", "target")
+        if scope not in ("target", "group"):
+            raise _fail(source, f"{path}.scope", f"must be target or group, got {scope!r}")
         types.append(IncidentType(name, matchers, playbook, mode, description, never, policy, verify_timeout, route,
                                   approval_timeout, slo, verify_query, deadline, hold, notice, role,
-                                  dict(parameters)))
+                                  dict(parameters), scope))
     windows = tuple(_parse_window(w, source, f"windows[{k}]") for k, w in enumerate(root.get("windows") or []))
     return Catalog(tuple(types), source, windows)
 
@@ -237,7 +245,7 @@ _SECTION_KEYS = {
     "verification": {"timeout", "promql", "hold"},
     "escalation": {"route", "deadline", "notify_resolved"},
     "approval": {"timeout"},
-    "ladder": {"skip_after"},
+    "ladder": {"skip_after", "window", "cumulative"},
     "promotion": {"after", "automatic"},
     "slo": {"fast_burn", "slow_burn", "error_ratio_query", "objective", "fast_windows", "slow_windows"},
 }

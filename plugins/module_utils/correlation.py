@@ -35,7 +35,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ansible_collections.selfheal.core.plugins.module_utils.catalog import Catalog, Topology
+from ansible_collections.selfheal.core.plugins.module_utils.catalog import Catalog, IncidentType, Topology
 from ansible_collections.selfheal.core.plugins.module_utils.signals import Signal
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ UNCLASSIFIED_TYPE = "unclassified"
 OPEN_STATES = ("pending", "open")
 _SEVERITY_RANK = {"critical": 4, "error": 3, "warning": 2, "info": 1}
 _EVENT_SYMPTOMS = 25
+_EVENT_TARGETS = 1000
 
 
 @dataclass
@@ -74,6 +75,8 @@ class Incident:
     finished_at: float | None = None
     dirty: bool = False
     merged_into: str | None = None
+    # a group-scoped incident (one per service of a fleet): its hosts, each with how many signals
+    targets: dict[str, int] = field(default_factory=dict)
 
     @property
     def announced(self) -> bool:
@@ -98,6 +101,8 @@ class Incident:
             "duplicates": self.duplicates,
             "symptom_count": len(self.symptoms),
             "symptoms": symptoms[:_EVENT_SYMPTOMS],
+            # the hosts a group-scoped incident covers (the guard batches them); empty: its root's host
+            "targets": sorted(self.targets)[:_EVENT_TARGETS],
             "first_seen": self.first_seen,
             "opened_at": self.opened_at,
             "updated_at": self.updated_at,
@@ -173,12 +178,13 @@ class Correlator:
         if signal.status == "resolved":
             self.stats.stale_resolved += 1  # resolved before we ever saw it fire: nothing to close
             return events
-        home = self._home_for(signal, now)
+        itype = self.catalog.classify(signal) if self.catalog else None
+        home = self._home_for(signal, now, itype)
         if home is not None:
             self._attach(home, signal)
             home.dirty = home.announced
             return events
-        incident = self._open_new(signal, now)
+        incident = self._open_new(signal, now, itype)
         events.extend(self._claim_dependents(incident, now))
         if incident.due <= now:
             events.append(self._announce(incident, now))
@@ -190,15 +196,17 @@ class Correlator:
         return (signal.status == "firing" and known.signals.get(signal.fingerprint) == "firing"
                 and previous is not None and signal.starts_at is not None and previous != signal.starts_at)
 
-    def _home_for(self, signal: Signal, now: float) -> Incident | None:
+    def _home_for(self, signal: Signal, now: float, itype: IncidentType | None) -> Incident | None:
         service, host = signal.target.service, signal.target.host
         upstream = set(self.topology.upstream(service))
-        key = _target_key(signal)
+        key = _key(signal, itype)
         best: Incident | None = None
         for inc in self.incidents.values():
             if inc.state not in OPEN_STATES or now - inc.first_seen > self.window:
                 continue
             if inc.root_key == key:
+                if key.startswith("group:") and inc.announced:
+                    continue  # its run has its hosts: one that alerts later is the next group's
                 return inc
             is_root_of_it = (inc.root_service in upstream) or (
                 inc.root.get("kind") == "host" and host is not None and inc.root_host == host)
@@ -210,21 +218,25 @@ class Correlator:
         incident.signals[signal.fingerprint] = signal.status
         incident.starts[signal.fingerprint] = signal.starts_at
         self.by_fingerprint[signal.fingerprint] = incident.id
-        if _target_key(signal) != incident.root_key:
+        group = incident.root_key.startswith("group:")
+        if group and signal.target.host:
+            incident.targets[signal.target.host] = incident.targets.get(signal.target.host, 0) + 1
+        if not group and _target_key(signal) != incident.root_key:
             name = signal.target.name
             incident.symptoms[name] = incident.symptoms.get(name, 0) + 1
         if _SEVERITY_RANK.get(signal.severity, 0) > _SEVERITY_RANK.get(incident.severity, 0):
             incident.severity = signal.severity
 
-    def _open_new(self, signal: Signal, now: float) -> Incident:
-        itype = self.catalog.classify(signal) if self.catalog else None
-        waits = bool(self.topology.upstream(signal.target.service))
+    def _open_new(self, signal: Signal, now: float, itype: IncidentType | None) -> Incident:
+        key = _key(signal, itype)
+        # a group waits for the rest of its hosts, as a service with dependencies waits for its root cause
+        waits = bool(self.topology.upstream(signal.target.service)) or key.startswith("group:")
         incident = Incident(
-            id=self._new_id(itype.name if itype else UNCLASSIFIED_TYPE, _target_key(signal), now),
+            id=self._new_id(itype.name if itype else UNCLASSIFIED_TYPE, key, now),
             type=itype.name if itype else UNCLASSIFIED_TYPE,
             state="pending",
             root=asdict(signal.target),
-            root_key=_target_key(signal),
+            root_key=key,
             root_service=signal.target.service,
             root_host=signal.target.host,
             inferred=False,
@@ -409,3 +421,10 @@ class Correlator:
 
 def _target_key(signal: Signal) -> str:
     return f"{signal.target.kind}:{signal.target.name}"
+
+
+def _key(signal: Signal, itype: IncidentType | None) -> str:
+    """What one incident is about: its target, or for a group-scoped type its service across the fleet."""
+    if itype is not None and itype.scope == "group":
+        return f"group:{itype.name}:{signal.target.service or signal.name}"
+    return _target_key(signal)

@@ -110,6 +110,9 @@ def replay(store: Any) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX)
         pending = records(store.target)
         for r in pending:
+            if r.get("kind") == "audit":  # an audit event (a chaos run's fault) the store could not take
+                store.audit(r["event"], r["holder"], r.get("details") or {}, r.get("incident_id"), r["at"])
+                continue
             for target in r.get("targets") or ["unknown"]:
                 store.record_outcome(r["incident_id"], r["incident_type"], target, r["mode"], r["outcome"], r["at"],
                                      known_good=r.get("known_good"))

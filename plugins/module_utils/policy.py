@@ -48,9 +48,14 @@ class Policy:
     burn_slow: float = 6.0
     promote_after: int = 5
     self_promote: bool = False
-    # the ladder: the type's steps, least disruptive first, and how many failed attempts in a row skip one
+    # the ladder: the type's steps, least disruptive first, and how many failed attempts in a row skip one;
+    # attempts older than the window are forgotten (a skipped step is tried again once they are all older);
+    # cumulative: the steps add up (each frees some space), so a step that did not verify on its own is
+    # progress, and only the last step of the ladder is counted as failed
     steps: tuple[str, ...] = ("remediate",)
     skip_after: int = 3
+    ladder_window: float = 7 * 86400.0
+    cumulative: bool = False
 
     @property
     def lookback(self) -> float:
@@ -268,7 +273,8 @@ def ladder(steps: Sequence[str], history: Mapping[str, Sequence[bool]],
 
     Each step's verified-success rate over its recent attempts on this type is reported; a step whose
     last `skip_after` attempts all failed to verify is skipped, so a fix that never works stops being
-    tried first. (It is tried again once an attempt of it verifies, which a human can make happen.)
+    tried first. It is tried again once those attempts are older than the ladder's window (the caller
+    reads only the attempts within it).
     """
     kept: list[str] = []
     reasons: list[str] = []

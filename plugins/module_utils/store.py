@@ -15,6 +15,8 @@ append-only: the database itself refuses to update or delete it.
 """
 from __future__ import annotations
 
+import calendar
+import hashlib
 import json
 import os
 import sqlite3
@@ -110,18 +112,87 @@ MIGRATIONS: tuple[tuple[int, dict[str, str]], ...] = (
             at DOUBLE PRECISION NOT NULL
         )"""}),
     (12, {_BOTH: "CREATE INDEX step_attempts_by_type ON step_attempts (incident_type, step, at)"}),
+    # Retention: the audit trail stays append-only, and bounded. A month is archived whole (every row to
+    # a JSON-lines file whose checksum is kept here, with the highest id it holds), and only then may
+    # those rows be deleted; a row of a month that is not archived, or written after its archive (a
+    # journal replayed late keeps its time), can never be deleted, and no row ever updated. The archive
+    # table is append-only too. (These guard against mistakes, not against the database's owner.)
+    (13, {_BOTH: """
+        CREATE TABLE audit_archives (
+            month TEXT NOT NULL,
+            part INTEGER NOT NULL,
+            starts DOUBLE PRECISION NOT NULL,
+            ends DOUBLE PRECISION NOT NULL,
+            last_id BIGINT NOT NULL,
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            row_count BIGINT NOT NULL,
+            archived_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (month, part),
+            CHECK (ends > starts AND ends - starts <= 2764800)
+        )"""}),
+    # SQLite: the new delete trigger exists before the old one (which refuses every delete) is dropped,
+    # so no moment between two migrations leaves the trail deletable
+    (14, {"sqlite": """
+        CREATE TRIGGER audit_delete_archived_only BEFORE DELETE ON audit
+        WHEN NOT EXISTS (SELECT 1 FROM audit_archives a
+                         WHERE OLD.at >= a.starts AND OLD.at < a.ends AND OLD.id <= a.last_id)
+        BEGIN
+          SELECT RAISE(ABORT, 'the audit trail is append-only (a month is deleted only whole, once archived)');
+        END""", "postgresql": """
+        CREATE OR REPLACE FUNCTION selfheal_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM audit_archives a
+                                          WHERE OLD.at >= a.starts AND OLD.at < a.ends AND OLD.id <= a.last_id)
+          THEN RETURN OLD; END IF;
+          RAISE EXCEPTION 'the audit trail is append-only (a month is deleted only whole, once archived)';
+        END $$"""}),
+    (15, {"sqlite": "DROP TRIGGER audit_append_only_delete", "postgresql": """
+        CREATE FUNCTION selfheal_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$"""}),
+    (16, {"sqlite": "CREATE INDEX audit_by_time ON audit (at)",
+          "postgresql": "CREATE INDEX audit_by_time ON audit (at)"}),
+    (17, {"sqlite": """
+        CREATE TRIGGER audit_archives_append_only BEFORE UPDATE ON audit_archives
+        BEGIN SELECT RAISE(ABORT, 'audit_archives is append-only'); END""", "postgresql": """
+        CREATE TRIGGER audit_archives_append_only BEFORE UPDATE OR DELETE ON audit_archives
+        FOR EACH ROW EXECUTE FUNCTION selfheal_append_only()"""}),
+    (18, {"sqlite": """
+        CREATE TRIGGER audit_archives_no_delete BEFORE DELETE ON audit_archives
+        BEGIN SELECT RAISE(ABORT, 'audit_archives is append-only'); END""", "postgresql": """
+        CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+        FOR EACH STATEMENT EXECUTE FUNCTION selfheal_append_only()"""}),
+    (19, {"sqlite": "SELECT 1", "postgresql": """
+        CREATE TRIGGER audit_archives_no_truncate BEFORE TRUNCATE ON audit_archives
+        FOR EACH STATEMENT EXECUTE FUNCTION selfheal_append_only()"""}),
 )
+
+
+def local_store() -> str:
+    """The store of the user this runs as, when none is named: the guard is never skipped for want of one."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(state, "selfheal", "store.db")
+
+
 # Argument spec of the store options, shared by every module that uses the store
 # (documented once in doc_fragments/store.py).
 STORE_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
-    "store": {"type": "str", "required": True},
+    "store": {"type": "str", "default": ""},
     "store_password": {"type": "str", "no_log": True},
 }
 # not_held: the fix verified, then failed again within the catalog's hold window (a failure on the circuit;
 # the incident is decided again when the cooldown ends)
-FAILED_OUTCOMES = ("failed", "rolled_back", "escalated", "not_held")
+# unpaged: the run failed and its page could not go out (the watchdog pages instead)
+FAILED_OUTCOMES = ("failed", "rolled_back", "escalated", "not_held", "unpaged")
 OUTCOMES = ("verified", *FAILED_OUTCOMES, "rejected", "timed_out")
 _FAILED_RUN = f"mode = 'auto' AND outcome IN ({', '.join(repr(o) for o in FAILED_OUTCOMES)})"
+
+
+def _month_start(at: float, offset: int = 0) -> float:
+    """The start (UTC) of the month `offset` months from the one `at` falls in."""
+    tm = time.gmtime(at)
+    index = tm.tm_year * 12 + tm.tm_mon - 1 + offset
+    return float(calendar.timegm((index // 12, index % 12 + 1, 1, 0, 0, 0, 0, 0, 0)))
 
 
 class StoreError(Exception):
@@ -133,6 +204,7 @@ class Store:
     ``with Store(target) as store:`` closes it however the block ends."""
 
     def __init__(self, target: str, timeout: float = 5.0, password: str | None = None) -> None:
+        target = target or local_store()
         self.target = target
         self.dialect = "postgresql" if target.startswith(("postgresql://", "postgres://")) else "sqlite"
         self._db: Any
@@ -305,6 +377,11 @@ class Store:
     def cooldowns(self, targets: list[str]) -> dict[str, float]:
         return {row[0]: float(row[1]) for row in self._in("SELECT target, until FROM cooldowns", "target", targets)}
 
+    def busy_until(self, target: str) -> float:
+        """Until when `target` is held by a cooldown or a lease (0: free); the guard holds runs back till then."""
+        lease = self.leases([target]).get(target)
+        return max(self.cooldowns([target]).get(target, 0.0), lease[1] if lease is not None else 0.0)
+
     def record_outcome(self, incident_id: str, itype: str, target: str, mode: str, outcome: str, at: float,
                        known_good: dict[str, Any] | None = None) -> None:
         """The outcome of a run on `target`. A verified one also keeps `known_good` (what the fix left, by key)
@@ -353,12 +430,14 @@ class Store:
         self._exec("INSERT INTO step_attempts (incident_type, step, target, verified, at) VALUES (?, ?, ?, ?, ?)",
                    (itype, step, target, int(verified), at))
 
-    def step_history(self, itype: str, steps: list[str], limit: int = 20) -> dict[str, list[bool]]:
-        """Whether each of the last `limit` attempts of each step of `itype` verified, newest first."""
+    def step_history(self, itype: str, steps: list[str], limit: int = 20,
+                     since: float = 0.0) -> dict[str, list[bool]]:
+        """Whether each of the last `limit` attempts (since `since`) of each step of `itype` verified, newest
+        first."""
         out: dict[str, list[bool]] = {}
         for step in steps:
-            rows = self._exec("SELECT verified FROM step_attempts WHERE incident_type = ? AND step = ? "
-                              "ORDER BY at DESC LIMIT ?", (itype, step, limit))
+            rows = self._exec("SELECT verified FROM step_attempts WHERE incident_type = ? AND step = ? AND at >= ? "
+                              "ORDER BY at DESC LIMIT ?", (itype, step, since, limit))
             out[step] = [bool(r[0]) for r in rows]
         return out
 
@@ -436,12 +515,76 @@ class Store:
                    (time.time() if at is None else at, incident_id, actor, event,
                     json.dumps(details, sort_keys=True, default=str)))
 
-    def audit_trail(self, incident_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        where, params = ("WHERE incident_id = ? ", (incident_id, limit)) if incident_id else ("", (limit,))
+    def audit_trail(self, incident_id: str | None = None, limit: int = 1000,
+                    since: float | None = None) -> list[dict[str, Any]]:
+        """The audit trail, oldest first: of one incident, or of all (from `since`, when given)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if incident_id:
+            clauses.append("incident_id = ?")
+            params.append(incident_id)
+        if since is not None:
+            clauses.append("at >= ?")
+            params.append(since)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         rows = self._exec(f"SELECT id, at, incident_id, actor, event, details FROM audit {where}"  # noqa: S608
-                          "ORDER BY id LIMIT ?", params)
+                          "ORDER BY id LIMIT ?", (*params, limit))
         return [{"id": r[0], "at": float(r[1]), "incident_id": r[2], "actor": r[3], "event": r[4],
                  "details": json.loads(r[5])} for r in rows]
+
+    def archive_months(self, keep_months: int, directory: str, now: float | None = None) -> list[dict[str, Any]]:
+        """Retention: every month (UTC) older than the `keep_months` newest is written whole to
+        `directory`/audit-YYYY-MM[.part].jsonl (synced, its sha256 kept in audit_archives), then its rows
+        are deleted at once. The current month is always kept. Returns what was archived."""
+        if keep_months < 1:
+            raise StoreError("retention keeps at least the current month (keep_months >= 1)")
+        now = time.time() if now is None else now
+        cutoff = _month_start(now, -(keep_months - 1))
+        first = self._exec("SELECT min(at) FROM audit WHERE at < ?", (cutoff,))[0][0]
+        archived: list[dict[str, Any]] = []
+        start = _month_start(float(first)) if first is not None else cutoff
+        while start < cutoff:
+            end = _month_start(start, 1)
+            rows = self._exec("SELECT id, at, incident_id, actor, event, details FROM audit "
+                              "WHERE at >= ? AND at < ? ORDER BY id", (start, end))
+            if rows:
+                archived.append(self._archive(start, end, rows, directory))
+            start = end
+        return archived
+
+    def _archive(self, start: float, end: float, rows: list[tuple[Any, ...]], directory: str) -> dict[str, Any]:
+        month = time.strftime("%Y-%m", time.gmtime(start))
+        part = int(self._exec("SELECT count(*) FROM audit_archives WHERE month = ?", (month,))[0][0]) + 1
+        path = os.path.join(directory, f"audit-{month}{'' if part == 1 else f'.{part}'}.jsonl")
+        digest = hashlib.sha256()
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            # never over an existing file: a second retention run at the same time stops here (or at the
+            # archive table's key below), and deletes nothing
+            with open(path, "x", encoding="utf-8") as fh:
+                for r in rows:
+                    line = json.dumps({"id": r[0], "at": float(r[1]), "incident_id": r[2], "actor": r[3],
+                                       "event": r[4], "details": json.loads(r[5])}, sort_keys=True) + "\n"
+                    fh.write(line)
+                    digest.update(line.encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except FileExistsError as exc:
+            raise StoreError(f"{path} exists (another retention run is archiving {month}, or a file was left "
+                             "there): nothing deleted") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot archive the audit trail of {month} to {path}: {exc}; nothing deleted") from exc
+        entry = {"month": month, "part": part, "path": path, "sha256": digest.hexdigest(), "rows": len(rows)}
+        last = max(int(r[0]) for r in rows)  # rows written to the month since it was read wait for the next pass
+        self._exec("INSERT INTO audit_archives (month, part, starts, ends, last_id, path, sha256, row_count, "
+                   "archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (month, part, start, end, last, path, entry["sha256"], len(rows), time.time()))
+        self._exec("DELETE FROM audit WHERE at >= ? AND at < ? AND id <= ?", (start, end, last))
+        return entry
+
+    def archives(self) -> list[dict[str, Any]]:
+        rows = self._exec("SELECT month, part, path, sha256, row_count FROM audit_archives ORDER BY month, part")
+        return [{"month": r[0], "part": int(r[1]), "path": r[2], "sha256": r[3], "rows": int(r[4])} for r in rows]
 
     def close(self) -> None:
         self._db.close()

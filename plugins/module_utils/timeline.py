@@ -1,21 +1,23 @@
 # Copyright: selfheal.core contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Incident timeline: an append-only JSON-lines file of what happened when.
+"""The recovery timeline, read from the store's audit trail: the one record of what happened.
 
-Each line is one stage of one recovery: the fault (when chaos injects one),
-the alert firing and arriving, the remediation starting, the action done,
-health verified, or the escalation. Appends take an exclusive lock, so runs
-in parallel never interleave a line. The recovery summary (detect, decide,
+Each part writes its own events to the audit trail as it happens: a chaos playbook the fault it
+injected (``fault_injected``); the guard its decision, with the alert as it started firing and reached
+the daemon and the approval it acted on (``decided``); each step of the ladder the action it took with
+the prior state it recorded (``action_done``) and then its result (``verified_healthy`` or
+``step_failed``); proposals theirs (``proposed``, ``escalated``); every run its outcome (``finished``).
+`entries()` turns those events into the stages below, per target; the recovery summary (detect, decide,
 act, verify, time to recovery) is computed here and nowhere else.
 """
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from ansible_collections.selfheal.core.plugins.module_utils.signals import SignalError, parse_time
 
 STAGES = (
     "fault_injected",
@@ -38,70 +40,92 @@ PHASES = (
     ("act", "remediation_started", "action_done"),
     ("verify", "action_done", "verified_healthy"),
 )
+# events that are a stage of their own (their details name the target)
+_AS_STAGE = ("fault_injected", "action_done", "verified_healthy", "proposed", "escalated")
+# how a run that ended otherwise than verified shows on the timeline
+_FINISHED = {"escalated": ("escalated",), "rolled_back": ("escalated",), "failed": ("escalated",),
+             "rejected": ("rejected", "escalated"), "timed_out": ("approval_timed_out", "escalated")}
 
 
-class TimelineError(Exception):
-    """The timeline file cannot be read or written; the message says why."""
+def _entry(stage: str, target: str, at: float, incident_id: str | None, details: dict[str, Any]) -> dict[str, Any]:
+    return {"at": float(at), "stage": stage, "target": target, "incident_id": incident_id, "details": details}
 
 
-def record(path: str, stage: str, target: str, incident_id: str | None = None,
-           at: float | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Append one stage and return the line written."""
-    entry = build(stage, target, incident_id, at, details)
-    line = json.dumps(entry, sort_keys=True, default=str) + "\n"
-    directory = os.path.dirname(os.path.abspath(path))
+def _when(value: Any) -> float | None:
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    except OSError as exc:
-        raise TimelineError(f"cannot open timeline {path}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line.encode())
-    except OSError as exc:
-        raise TimelineError(f"cannot append to timeline {path}: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    return entry
+        return parse_time(value)
+    except SignalError:
+        return None
 
 
-def build(stage: str, target: str, incident_id: str | None = None, at: float | None = None,
-          details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate one timeline entry without writing it (what check mode shows)."""
-    if stage not in STAGES:
-        raise TimelineError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    if not target:
-        raise TimelineError("a timeline entry needs a target")
-    return {
-        "at": float(at) if at is not None else time.time(),
-        "stage": stage,
-        "target": target,
-        "incident_id": incident_id,
-        "details": details or {},
-    }
+def _decided(row: dict[str, Any]) -> list[dict[str, Any]]:
+    d, iid, at = row["details"], row["incident_id"], row["at"]
+    decision = d.get("decision") or {}
+    signal = d.get("signal") or {}
+    out: list[dict[str, Any]] = []
+    for target in d.get("requested") or decision.get("targets") or []:
+        if d.get("approval"):
+            approval = d["approval"]
+            reason = f": {approval['reason']}" if approval.get("reason") else ""
+            out.append(_entry("approved", target, at, iid,
+                              {"summary": f"approved by {approval.get('approver')}{reason}", "approval": approval}))
+        else:
+            fired, received = _when(signal.get("starts_at")), _when(signal.get("received_at"))
+            if fired is not None:
+                out.append(_entry("alert_fired", target, fired, iid, {
+                    "summary": f"{signal.get('name', 'alert')} ({signal.get('severity', 'unknown')})",
+                    "fingerprint": signal.get("fingerprint")}))
+            if received is not None:
+                more = f" (+{signal['symptom_count']} symptoms)" if signal.get("symptom_count") else ""
+                out.append(_entry("alert_received", target, received, iid,
+                                  {"summary": f"{signal.get('summary') or signal.get('name', 'alert')}{more}"}))
+        if decision.get("allowed") and target in decision.get("targets", []):
+            out.append(_entry("remediation_started", target, at, iid,
+                              {"summary": f"{decision.get('mode')}: steps {', '.join(decision.get('steps', []))}",
+                               "decision": decision}))
+        elif not decision.get("allowed") and decision.get("mode") != "propose":
+            out.append(_entry("held_back", target, at, iid,
+                              {"summary": "; ".join(decision.get("reasons", [])[1:]), "decision": decision}))
+    return out
 
 
-def read(path: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """All entries in file order, and a note for every line that could not be read."""
-    entries: list[dict[str, Any]] = []
-    problems: list[str] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    if not isinstance(entry, dict) or entry.get("stage") not in STAGES:
-                        raise ValueError("not a timeline entry")
-                    entries.append(entry)
-                except ValueError as exc:
-                    problems.append(f"{path}:{number}: {exc}")
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise TimelineError(f"cannot read timeline {path}: {exc.strerror}") from exc
-    return entries, problems
+def entries(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stages of recovery in the audit trail's events (as Store.audit_trail returns them), by time."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        event, d = row["event"], row.get("details") or {}
+        if event == "decided":
+            out.extend(_decided(row))
+        elif event in _AS_STAGE and d.get("target"):
+            details = dict(d)
+            if event == "action_done":
+                details.setdefault("summary", f"{d.get('action', 'acted')} (step {d.get('step')})")
+            elif event == "verified_healthy":
+                held = f", held {float(d['held_until']) - float(row['at']):.0f}s" if d.get("held_until") else ""
+                details.setdefault("summary", f"step {d.get('step')} verified{held}")
+            out.append(_entry(event, str(d["target"]), row["at"], row["incident_id"], details))
+        elif event == "finished" and d.get("outcome") in _FINISHED:
+            summary = (d.get("evidence") or {}).get("summary") or f"outcome {d['outcome']}"
+            for target in d.get("targets") or []:
+                for stage in _FINISHED[d["outcome"]]:
+                    out.append(_entry(stage, target, row["at"], row["incident_id"], {"summary": summary}))
+    return sorted(out, key=lambda e: e["at"])
+
+
+def most_at_once(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most of these (start, end) intervals open at the same moment: how many targets were out of their
+    pool, or being changed, at once (an interval that ends when another starts does not overlap it)."""
+    edges = sorted(edge for start, end in intervals for edge in ((start, 1), (end, -1)))
+    most = now = 0
+    for _at, change in edges:
+        now += change
+        most = max(most, now)
+    return most
+
+
+def load(store: Any, since: float, limit: int = 100000) -> list[dict[str, Any]]:
+    """The stages recorded in `store` (a Store) since `since`."""
+    return entries(store.audit_trail(since=since, limit=limit))
 
 
 @dataclass
@@ -166,6 +190,15 @@ def recoveries(entries: list[dict[str, Any]]) -> list[Recovery]:
             del open_by_target[target]
     done.extend(open_by_target.values())
     return sorted(done, key=lambda r: min(float(e["at"]) for e in r.stages.values()))
+
+
+def recovery_of(store: Any, target: str, since: float) -> Recovery | None:
+    """The recovery of `target` that starts with a fault injected at or after `since`, if one is recorded."""
+    for rec in recoveries(load(store, since)):
+        fault = rec.at("fault_injected")
+        if rec.target == target and fault is not None and fault >= since:
+            return rec
+    return None
 
 
 def render(recovery: Recovery) -> str:

@@ -11,7 +11,8 @@ every tick, with what the store says of its runs (`RunState`):
   mode, no playbook, an inferred cascade, an unknown type) is paged at once;
 - a run that recorded a final outcome ends the watch (its playbook paged a
   human itself when the outcome was a failure, or when the guard held it
-  back for a human);
+  back for a human); a run whose own page could not go out (``unpaged``)
+  is paged by the watchdog at once;
 - a run held back only by what ends by itself (a cooldown, another run's
   lease: ``deferred``), or a fix that verified and then did not hold
   (``not_held``), is decided again when the target is free (`retry_at`), at
@@ -46,6 +47,8 @@ RETRIED = ("deferred", "not_held")
 # final outcomes whose run paged a human (the page is resolved when the alerts end)
 CLOCK_SLACK = 1.0
 PAGED = ("escalated", "failed", "rolled_back", "held_back", "timed_out")
+# the outcome of a run whose own page could not go out: the watchdog pages at once, by its own path
+UNPAGED = "unpaged"
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,9 @@ class Watchdog:
             watch.retries += 1
             return self._resume(watch, now, "its cooldown ended and it is still open" if state.outcome == "deferred"
                                 else "its fix did not hold and its cooldown ended", watch.retries, self.max_retries)
+        if state.outcome == UNPAGED and state.unknown is None and not stale:
+            return self._page(watch, "its run ended needing a human and could not page one itself (the "
+                                     "notification failed), so the watchdog does")
         if state.outcome is not None and state.unknown is None and not stale:
             watch.closed = True  # the run recorded how it ended; a failed one paged by itself
             watch.escalated = watch.escalated or state.outcome in PAGED

@@ -69,6 +69,12 @@ options:
         Without it, a lease lasts O(lease_ttl) seconds from the decision.
     type: bool
     default: true
+  need_role:
+    description:
+      - Refuse, before any decision or lease, an incident type whose catalog entry names no C(role) (what
+        the lifecycle playbook runs).
+    type: bool
+    default: false
   prometheus_url:
     description:
       - Base URL of the Prometheus that holds the incident type's SLO (C(slo.error_ratio_query) in the catalog).
@@ -86,6 +92,16 @@ options:
       - Who approved this run's proposal. A V(propose) decision is allowed only
         with it; the guardrails that still hold (never-automate, freezes,
         windows, cooldowns, locks) are not overridden by an approval.
+    type: str
+  signal:
+    description:
+      - The alert the incident began with, as the rulebook's event carries it. Its name, severity,
+        fingerprint, summary and the times it started firing and reached the daemon are kept with the
+        decision in the audit trail, the one record the recovery timeline is read from.
+    type: dict
+    default: {}
+  approval_reason:
+    description: What the approver said (kept with the decision beside O(approved_by)).
     type: str
   now:
     description: Decide as of this Unix time instead of now (for replays and tests).
@@ -187,8 +203,10 @@ verify_timeout:
   sample: 30.0
 verify_query:
   description:
-    - The catalog's PromQL verification of this type (C(verification.promql)), with the placeholders
-      C({target}) and C({service}) for the playbook to fill; null when the type has none.
+    - The catalog's PromQL verification of this type (C(verification.promql)), with its C({name})
+      placeholders for the lifecycle to fill (see M(selfheal.core.probe)'s O(selfheal.core.probe#module:placeholders))
+      from C({target}), C({service}), the alert's labels, the catalog's C(parameters) and what the type's role
+      gives (C(<role>_query_vars)); null when the type has none.
   returned: success
   type: str
   sample: up{host="{target}", service="{service}"} == 1
@@ -220,6 +238,16 @@ role:
   returned: success
   type: str
   sample: selfheal.core.service
+lease_ttl:
+  description: Seconds each lease taken lasts unless renewed (O(lease_ttl)).
+  returned: success
+  type: float
+ladder_cumulative:
+  description:
+    - Whether the type's steps add up (C(ladder.cumulative)); a step that did not verify on its own is then
+      progress, and the lifecycle counts only the last step of the ladder as failed.
+  returned: success
+  type: bool
 known_good:
   description:
     - The last known good state of each target that has one (kept by M(selfheal.core.incident) when a fix
@@ -317,6 +345,9 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     if itype is None:
         raise ModuleError(f"cannot decide: incident type {p['incident_type']!r} is not in {p['catalog']} "
                           f"(types: {', '.join(t.name for t in catalog.types)})")
+    if p["need_role"] and not itype.role:
+        raise ModuleError(f"incident type {itype.name} names no role in {p['catalog']} (its 'role' key): the "
+                          "lifecycle has nothing to run. Nothing was changed.")
     policy = itype.policy
     targets = list(dict.fromkeys(p["targets"]))
     leases: dict[str, int] = {}
@@ -342,7 +373,7 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                 burn_unknown=burn_unknown,
                 approved_by=p["approved_by"],
                 ready_for_auto=ready,
-                step_history=store.step_history(itype.name, list(policy.steps)),
+                step_history=store.step_history(itype.name, list(policy.steps), since=now - policy.ladder_window),
             )
             decision = decide(itype.name, policy, targets, p["group_size"] or len(targets), holder, facts)
             result = decision.to_dict()
@@ -365,7 +396,7 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                         if why.startswith("circuit open for this target"):
                             store.mark_circuit_escalated(itype.name, now, target)
                 store.record_decision(p["incident_id"], itype.name, holder, result, now)
-                store.audit("decided", holder, {"decision": result, "leases": leases}, p["incident_id"], now)
+                store.audit("decided", holder, _audited(p, targets, result, leases), p["incident_id"], now)
             # what the targets it acts on last ran healthy with, for a step that restores it
             known_good = store.known_good(list(result["targets"])) if result["allowed"] else {}
     except StoreError as exc:
@@ -376,7 +407,24 @@ def _guard(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             "cooldown": policy.cooldown, "verify_timeout": itype.verify_timeout,
             "approval_timeout": itype.approval_timeout, "burn": burn_details, "verify_query": itype.verify_query,
             "hold": itype.hold, "notify_resolved": itype.notice, "deadline": itype.deadline, "role": itype.role,
-            "parameters": dict(itype.parameters), "known_good": known_good}
+            "parameters": dict(itype.parameters), "known_good": known_good, "ladder_cumulative": policy.cumulative,
+            "lease_ttl": p["lease_ttl"]}
+
+
+SIGNAL_KEPT = ("name", "severity", "fingerprint", "starts_at", "received_at", "symptom_count")
+
+
+def _audited(p: dict[str, Any], targets: list[str], result: dict[str, Any], leases: dict[str, int]) -> dict[str, Any]:
+    """What the audit trail keeps of a decision: the alert as it fired and arrived, the approval, the
+    decision with its reasons and the leases taken."""
+    signal = {k: p["signal"][k] for k in SIGNAL_KEPT if p["signal"].get(k) not in (None, "")}
+    summary = (p["signal"].get("annotations") or {}).get("summary")
+    if summary:
+        signal["summary"] = str(summary)
+    details: dict[str, Any] = {"requested": targets, "decision": result, "leases": leases, "signal": signal}
+    if p["approved_by"]:
+        details["approval"] = {"approver": p["approved_by"], "reason": p["approval_reason"] or ""}
+    return details
 
 
 ARGUMENT_SPEC = {
@@ -389,7 +437,10 @@ ARGUMENT_SPEC = {
     "holder": {"type": "str"},
     "lease_ttl": {"type": "float", "default": 30},
     "heartbeat": {"type": "bool", "default": True},
+    "need_role": {"type": "bool", "default": False},
     "approved_by": {"type": "str"},
+    "approval_reason": {"type": "str"},
+    "signal": {"type": "dict", "default": {}},
     "prometheus_url": {"type": "str"},
     "prometheus_timeout": {"type": "float", "default": 5},
     "now": {"type": "float"},

@@ -17,6 +17,10 @@ description:
   - With O(action=audit), appends one event to the append-only audit trail.
   - With O(action=step), records whether one step of the type's ladder verified on each target (what
     the guard's ladder learns from).
+  - With O(action=retain), keeps the audit trail bounded. Every month (UTC) older than the O(keep_months)
+    newest is written whole to O(archive_dir) as C(audit-YYYY-MM.jsonl) (synced; its sha256 is kept in the
+    store), then its rows are dropped at once. The trail stays append-only otherwise - the database refuses
+    to delete a row of a month that is not archived, and to update any.
   - With O(action=fence), fails unless the run still holds every target's lease with its fencing token,
     by the store's clock. A run calls it before each change, so a run that could not renew its lease (its
     heartbeat lost the store, or the lease was taken over) stops before its next change.
@@ -41,12 +45,13 @@ options:
   action:
     description: What to record.
     type: str
-    choices: [finish, audit, fence, step]
+    choices: [finish, audit, fence, step, retain]
     default: finish
   incident_id:
-    description: Id of the incident.
+    description:
+      - Id of the incident. Required but with O(action=audit), where an event that belongs to no incident yet
+        (a fault injected on the lab) has none.
     type: str
-    required: true
   incident_type:
     description: Incident type. Required with O(action=finish).
     type: str
@@ -64,9 +69,11 @@ options:
     type: dict
     default: {}
   outcome:
-    description: Outcome of the run (O(action=finish)).
+    description:
+      - Outcome of the run (O(action=finish)). V(unpaged) is a run that needed a human and could not page one
+        (the notification failed); the daemon's watchdog pages for it at once.
     type: str
-    choices: [verified, failed, rolled_back, escalated, not_held, rejected, timed_out]
+    choices: [verified, failed, rolled_back, escalated, not_held, unpaged, rejected, timed_out]
   mode:
     description: Mode the run took (C(auto) runs count for the circuit breaker).
     type: str
@@ -87,6 +94,28 @@ options:
     description: Whether the step verified (O(action=step)).
     type: bool
     default: false
+  counted:
+    description:
+      - With O(action=step) and O(verified=false), whether the failure counts on the ladder (see
+        M(selfheal.core.guard)'s C(steps)). Not counted - only in the audit trail, as C(step_failed) with
+        C(counted=false) - is a step whose verification's data source could not be asked, or a step of a
+        cumulative ladder that made progress without verifying on its own.
+    type: bool
+    default: true
+  acted_at:
+    description:
+      - With O(action=step), when the step's action was done (Unix time). The audit trail then keeps an
+        C(action_done) event at that time with O(details) (the action and the prior state it recorded),
+        before the step's result (C(verified_healthy) or C(step_failed)). Without it the step acted on nothing.
+      - With O(action=audit), when the event happened (Unix time), if not now. A chaos run records the time
+        it began, before the fault, so the fault is on record before the first alert it causes.
+    type: float
+  verified_at:
+    description:
+      - With O(action=step) and O(verified=true), when the verification passed (Unix time), before the hold
+        window that followed it; the C(verified_healthy) event is kept at that time, with C(held_until) (now),
+        so the time to recovery ends when the target was verified healthy. By default, now.
+    type: float
   catalog:
     description:
       - Path of the catalog, for the circuit and hold window of O(incident_type). Required with
@@ -99,6 +128,15 @@ options:
         last known good state. Keys not given are kept.
     type: dict
     default: {}
+  keep_months:
+    description: With O(action=retain), how many months of the audit trail stay in the store (the current one counts).
+    type: int
+    default: 13
+  archive_dir:
+    description:
+      - With O(action=retain), the directory on the controller the archived months are written to; by default
+        C(audit-archive) beside the local store (see O(store)).
+    type: path
   event:
     description: Name of the audit event (O(action=audit)).
     type: str
@@ -107,6 +145,7 @@ options:
       - With O(action=audit), facts stored with the audit event.
       - With O(action=finish), the evidence of the run stored with its outcome in the audit trail, such as
         the action taken, the state before it (what a rollback restores) and the verification.
+      - With O(action=step), the action the step took and the prior state it recorded.
     type: dict
     default: {}
 """
@@ -158,6 +197,11 @@ fenced_out:
   returned: action=finish
   type: list
   elements: str
+archived:
+  description: With O(action=retain), each month archived and dropped (C(month), C(part), C(path), C(sha256), C(rows)).
+  returned: action=retain
+  type: list
+  elements: dict
 outcome:
   description: The outcome recorded (C(escalated) when a fix that did not hold made the target flap).
   returned: action=finish
@@ -169,6 +213,7 @@ relapse:
   sample: {flaps: true, why: "service_down on web1 flaps: ..."}
 """
 
+import os
 import time
 from typing import Any
 
@@ -181,6 +226,7 @@ from ansible_collections.selfheal.core.plugins.module_utils.store import (
     STORE_ARGUMENT_SPEC,
     Store,
     StoreError,
+    local_store,
 )
 
 
@@ -212,19 +258,47 @@ def _relapse(p: dict[str, Any], store: Store, target: str, now: float) -> Relaps
 
 
 def _step(p: dict[str, Any]) -> dict[str, Any]:
-    """Whether one step of the ladder verified on each target (what the guard's ladder learns from)."""
+    """Whether one step of the ladder verified on each target (what the guard's ladder learns from), and in
+    the audit trail the action it took (at O(acted_at), with the prior state) and then its result."""
+    result = "verified_healthy" if p["verified"] else "step_failed"
     try:
         with Store(p["store"], password=p["store_password"]) as store:
+            now = store.clock()
             for target in p["targets"]:
-                store.record_step(p["incident_type"], p["step"], target, p["verified"], store.clock())
+                if p["verified"] or p["counted"]:
+                    store.record_step(p["incident_type"], p["step"], target, p["verified"], now)
+                if p["acted_at"] is not None:
+                    store.audit("action_done", p["holder"], {"target": target, "step": p["step"], **p["details"]},
+                                p["incident_id"], p["acted_at"])
+                at = p["verified_at"] if p["verified"] and p["verified_at"] is not None else now
+                store.audit(result, p["holder"], {"target": target, "step": p["step"],
+                                                  **({} if p["verified"] or p["counted"] else {"counted": False}),
+                                                  **({"held_until": now} if at != now else {})},
+                            p["incident_id"], min(at, now))
     except StoreError as exc:  # the ladder learns a little less; the run goes on
         return {"changed": False, "warnings": [f"the step's result was not recorded: {exc}"]}
     return {"changed": True}
 
 
+def _retain(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """Archive, then drop, the months of the audit trail older than the ones kept."""
+    if check_mode:
+        return {"changed": False, "archived": []}
+    try:
+        with Store(p["store"], password=p["store_password"]) as store:
+            directory = p["archive_dir"] or os.path.join(os.path.dirname(local_store()), "audit-archive")
+            archived = store.archive_months(p["keep_months"], directory, store.clock())
+    except StoreError as exc:
+        raise ModuleError(f"nothing archived or dropped: {exc}") from exc
+    return {"changed": bool(archived), "archived": archived}
+
+
 def _record(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     if p["action"] == "fence":
-        return _fence(p)
+        # a check-mode run took no lease (the guard only decided): it changes nothing to be fenced from
+        return {"changed": False, "held": p["targets"]} if check_mode else _fence(p)
+    if p["action"] == "retain":
+        return _retain(p, check_mode)
     if p["action"] == "step" and not check_mode:
         return _step(p)
     if check_mode:
@@ -249,7 +323,8 @@ def _finish(p: dict[str, Any], store: Store, now: float) -> dict[str, Any]:
     fenced_out: list[str] = []
     try:
         if p["action"] == "audit":
-            store.audit(p["event"], p["holder"], p["details"], p["incident_id"], now)
+            at = now if p["acted_at"] is None else p["acted_at"]
+            store.audit(p["event"], p["holder"], p["details"], p["incident_id"], at)
             return {"changed": True}
         outcome, relapsed = p["outcome"], None
         for target in p["targets"]:
@@ -271,12 +346,13 @@ def _finish(p: dict[str, Any], store: Store, now: float) -> dict[str, Any]:
                 store.set_cooldown(target, now + p["cooldown"])
             store.release(target, p["holder"], int(token))
             released.append(target)
-        summary = {"outcome": outcome, "mode": p["mode"], "acted": p["acted"], "released": released,
+        summary = {"outcome": outcome, "mode": p["mode"], "acted": p["acted"], "targets": p["targets"],
+                   "released": released,
                    "fenced_out": fenced_out, **({"evidence": p["details"]} if p["details"] else {}),
                    **({"relapse": {"flaps": relapsed.flaps, "why": relapsed.why}} if relapsed else {})}
         store.audit("finished", p["holder"], summary, p["incident_id"], now)
     except StoreError as exc:
-        if recorded or p["action"] == "audit":
+        if recorded:
             raise ModuleError(f"recording stopped after {recorded}: {exc}") from exc
         return _journaled(p, now, exc)
     result = {"changed": True, "recorded": recorded, "released": released, "fenced_out": fenced_out,
@@ -287,27 +363,35 @@ def _finish(p: dict[str, Any], store: Store, now: float) -> dict[str, Any]:
 
 
 def _journaled(p: dict[str, Any], now: float, exc: StoreError) -> dict[str, Any]:
-    """The store cannot take the outcome: keep it in the local journal, to be replayed into the store."""
+    """The store cannot take the outcome (or the audit event): keep it in the local journal, to be replayed
+    into the store by the next record that reaches it."""
+    if p["action"] == "audit":
+        return _journal_write(p, {"kind": "audit", "event": p["event"], "holder": p["holder"],
+                                  "details": p["details"], "incident_id": p["incident_id"],
+                                  "at": now if p["acted_at"] is None else p["acted_at"]}, exc)
     if p["action"] != "finish":
         raise ModuleError(f"nothing recorded: {exc}")
-    record = {"incident_id": p["incident_id"], "incident_type": p["incident_type"], "targets": p["targets"],
-              "mode": p["mode"], "outcome": p["outcome"], "holder": p["holder"], "at": now,
-              "known_good": p["known_good"],
-              "summary": {"outcome": p["outcome"], "mode": p["mode"], "acted": p["acted"],
-                          **({"evidence": p["details"]} if p["details"] else {})}}
+    return _journal_write(p, {
+        "incident_id": p["incident_id"], "incident_type": p["incident_type"], "targets": p["targets"],
+        "mode": p["mode"], "outcome": p["outcome"], "holder": p["holder"], "at": now, "known_good": p["known_good"],
+        "summary": {"outcome": p["outcome"], "mode": p["mode"], "acted": p["acted"], "targets": p["targets"],
+                    **({"evidence": p["details"]} if p["details"] else {})}}, exc)
+
+
+def _journal_write(p: dict[str, Any], record: dict[str, Any], exc: StoreError) -> dict[str, Any]:
     try:
-        path = journal.append(p["store"], record)
+        path = journal.append(p["store"] or local_store(), record)
     except OSError as err:
         raise ModuleError(f"nothing recorded: {exc}; and the local journal cannot be written either: {err}") from exc
     return {"changed": True, "recorded": [], "released": [], "fenced_out": [], "journaled": path,
-            "warnings": [f"the store cannot take the outcome ({exc}); it waits in {path} and is recorded "
-                         "when the store is back"]}
+            "warnings": [f"the store cannot take the {'event' if record.get('kind') == 'audit' else 'outcome'} "
+                         f"({exc}); it waits in {path} and is recorded when the store is back"]}
 
 
 ARGUMENT_SPEC = {
     **STORE_ARGUMENT_SPEC,
-    "action": {"type": "str", "choices": ["finish", "audit", "fence", "step"], "default": "finish"},
-    "incident_id": {"type": "str", "required": True},
+    "action": {"type": "str", "choices": ["finish", "audit", "fence", "step", "retain"], "default": "finish"},
+    "incident_id": {"type": "str"},
     "incident_type": {"type": "str"},
     "holder": {"type": "str", "required": True},
     "targets": {"type": "list", "elements": "str", "default": []},
@@ -318,18 +402,24 @@ ARGUMENT_SPEC = {
     "cooldown": {"type": "float", "default": 300},
     "step": {"type": "str"},
     "verified": {"type": "bool", "default": False},
+    "counted": {"type": "bool", "default": True},
+    "acted_at": {"type": "float"},
+    "verified_at": {"type": "float"},
     "catalog": {"type": "path"},
     "event": {"type": "str"},
     "known_good": {"type": "dict", "default": {}},
+    "keep_months": {"type": "int", "default": 13},
+    "archive_dir": {"type": "path"},
     "details": {"type": "dict", "default": {}},
 }
 
 
 def main() -> None:
     run_module(ARGUMENT_SPEC, _record, required_if=[("action", "audit", ["event"]),
-                                                    ("action", "finish", ["incident_type", "outcome"]),
+                                                    ("action", "finish", ["incident_id", "incident_type", "outcome"]),
                                                     ("outcome", "not_held", ["catalog"]),
-                                                    ("action", "step", ["incident_type", "step"])])
+                                                    ("action", "step", ["incident_id", "incident_type", "step"]),
+                                                    ("action", "fence", ["incident_id"])])
 
 
 if __name__ == "__main__":

@@ -32,7 +32,14 @@ options:
   query:
     description:
       - PromQL verification, see above. O(status_codes) and O(body_contains) do not apply.
+      - Each C({name}) in it is filled from O(placeholders) first (a value is escaped for a PromQL string).
     type: str
+  placeholders:
+    description:
+      - Values of the C({name}) placeholders of O(query), such as the target, the service and the alert's
+        labels. A placeholder with no value fails the probe, saying which (nothing is queried).
+    type: dict
+    default: {}
   status_codes:
     description:
       - HTTP status codes that mean healthy.
@@ -158,6 +165,7 @@ body:
 """
 
 import json
+import re
 import socket
 import time
 from typing import Any
@@ -259,8 +267,22 @@ def _hold(p: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def fill(query: str, values: dict[str, Any]) -> str:
+    """`query` with each {name} replaced by its value, escaped as a PromQL string's content."""
+    missing = sorted({m.group(1) for m in PLACEHOLDER.finditer(query) if m.group(1) not in values})
+    if missing:
+        raise ModuleError(f"the verification query {query!r} names {', '.join('{' + m + '}' for m in missing)}, "
+                          f"which nothing gives (placeholders: {', '.join(sorted(values)) or 'none'})")
+    return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]).replace("\\", "\\\\").replace('"', '\\"'), query)
+
+
 def _probe(p: dict[str, Any], _check_mode: bool) -> dict[str, Any]:
     """The probe only reads: it runs the same in check mode."""
+    if p["query"] is not None:
+        p = {**p, "query": fill(p["query"], p["placeholders"])}
     if not p["url"].startswith(("http://", "https://", "tcp://")):
         raise ModuleError(f"url must start with http://, https:// or tcp://, got {p['url']!r}")
     if p["query"] is not None and not p["url"].startswith(("http://", "https://")):
@@ -284,6 +306,7 @@ def _probe(p: dict[str, Any], _check_mode: bool) -> dict[str, Any]:
 ARGUMENT_SPEC = {
     "url": {"type": "str", "required": True},
     "query": {"type": "str"},
+    "placeholders": {"type": "dict", "default": {}},
     "status_codes": {"type": "list", "elements": "int", "default": [200]},
     "body_contains": {"type": "str"},
     "timeout": {"type": "float", "default": 30},

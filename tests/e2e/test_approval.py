@@ -22,7 +22,6 @@ from typing import Any
 
 from conftest import Lab, wait_for
 
-from ansible_collections.selfheal.core.plugins.module_utils import timeline
 from ansible_collections.selfheal.core.plugins.module_utils.signing import signed_headers
 from ansible_collections.selfheal.core.plugins.module_utils.store import Store
 
@@ -44,21 +43,12 @@ def _health(lab: Lab, host: str) -> int:
 
 
 def _stages(lab: Lab, target: str, since: float, incident_id: str | None = None) -> list[dict[str, Any]]:
-    entries, problems = timeline.read(lab.vars["selfheal_timeline_path"])
-    assert problems == []
-    return sorted((e for e in entries if e["target"] == target and float(e["at"]) >= since
+    return sorted((e for e in lab.stages(since) if e["target"] == target and float(e["at"]) >= since
                    and (incident_id is None or e.get("incident_id") == incident_id)), key=lambda e: e["at"])
 
 
 def _stage(lab: Lab, target: str, since: float, stage: str, incident_id: str | None = None) -> dict[str, Any] | None:
     return next((e for e in _stages(lab, target, since, incident_id) if e["stage"] == stage), None)
-
-
-def _notifications(lab: Lab, since: float) -> list[dict[str, Any]]:
-    """Pages the daemon and its playbooks sent (not the platform's own alerts, which go to /platform)."""
-    path = lab.cfg.path("notifications.jsonl")
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [n for n in map(json.loads, lines) if n["received_at"] >= since and n.get("path") != "/platform"]
 
 
 def _outcomes(lab: Lab, incident_id: str) -> list[dict[str, Any]]:
@@ -103,7 +93,7 @@ def test_an_approved_proposal_is_remediated_and_verified(daemon: Lab) -> None:
         incident_id = _proposed(lab, target, since)
         assert incident_id.startswith("service_hung-")
         pid = lab.pid(target)
-        asked = wait_for("the human is asked", lambda: [n for n in _notifications(lab, since)
+        asked = wait_for("the human is asked", lambda: [n for n in lab.notifications(since)
                                                         if incident_id in n["body"]["summary"]], 30)
         assert "approval needed" in asked[0]["body"]["summary"]
         assert "selfheal.core.approve" in asked[0]["body"]["summary"]
@@ -172,7 +162,7 @@ def test_rejected_and_unanswered_proposals_are_recorded_escalated_and_change_not
             assert "remediation_started" not in stages and "action_done" not in stages, stages
             assert lab.pid(host) == pids[host], f"nothing was restarted on {host}"
             assert _health(lab, host) == 503, f"{host} is left as it was, for the human"
-            pages = [n["body"] for n in _notifications(lab, since) if why in n["body"]["summary"]]
+            pages = [n["body"] for n in lab.notifications(since) if why in n["body"]["summary"]]
             assert pages and pages[0]["evidence"]["proposal"]["incident_id"] == incident_id, why
             assert [o["outcome"] for o in _outcomes(lab, incident_id)] == [outcome]
     finally:
@@ -188,6 +178,7 @@ def test_a_frozen_service_is_diagnosed_first_and_killed_at_once_when_approved(da
     since = time.time()
     pid = lab.pid(target)
     assert pid
+    others = {h.name: lab.pid(h.name) for h in lab.cfg.hosts if h.name != target}
     try:
         chaos = lab.playbook("selfheal.core.chaos.service_hang", "-e", f"selfheal_target={target}",
                              "-e", "chaos_hang=stop")
@@ -195,7 +186,7 @@ def test_a_frozen_service_is_diagnosed_first_and_killed_at_once_when_approved(da
         proposed = wait_for(f"a proposal for {target}", lambda: _stage(lab, target, since, "proposed"), BOUND)
         incident_id = str(proposed["incident_id"])
         assert incident_id.startswith("service_hung-"), incident_id
-        asked = wait_for("the human is asked", lambda: [n for n in _notifications(lab, since)
+        asked = wait_for("the human is asked", lambda: [n for n in lab.notifications(since)
                                                         if incident_id in n["body"]["summary"]], 30)
         diagnosis = asked[0]["body"]["evidence"]["evidence"]["diagnosis"]
         assert diagnosis["stopped"] is True and diagnosis["evidence"]["process"]["state"] == "T"
@@ -206,6 +197,7 @@ def test_a_frozen_service_is_diagnosed_first_and_killed_at_once_when_approved(da
         assert wait_for(f"{target} verified healthy",
                         lambda: _stage(lab, target, since, "verified_healthy", incident_id), BOUND)
         assert lab.pid(target) not in (None, pid) and _health(lab, target) == 200
+        assert {h: lab.pid(h) for h in others} == others, "only the frozen target was touched"
         finished = wait_for("the outcome on record", lambda: next(
             (e["details"]["evidence"] for e in lab.audit_trail(incident_id) if e["event"] == "finished"), None), 30)
         assert finished["action"] == "killed_and_started"

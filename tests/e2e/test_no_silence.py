@@ -13,7 +13,6 @@ from typing import Any
 import labctl
 from conftest import Lab, wait_for
 
-from ansible_collections.selfheal.core.plugins.module_utils import timeline
 from ansible_collections.selfheal.core.plugins.module_utils.catalog import load_catalog
 from ansible_collections.selfheal.core.plugins.module_utils.store import Store
 
@@ -31,19 +30,7 @@ def _deadline() -> float:
 
 
 def _pages(lab: Lab, target: str, since: float) -> list[dict[str, Any]]:
-    path = lab.cfg.path("notifications.jsonl")
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            page = json.loads(line)
-        except ValueError:
-            continue
-        body = page.get("body", page)
-        if body.get("target") == target and float(page.get("received_at", time.time())) >= since:
-            out.append(body)
-    return out
+    return [n["body"] for n in lab.notifications(since) if n["body"].get("target") == target]
 
 
 def _healthy(lab: Lab, target: str) -> bool:
@@ -82,14 +69,14 @@ def test_a_daemon_killed_mid_remediation_heals_or_pages_within_the_deadline(daem
     def settled() -> str | None:
         if _pages(lab, target, since):
             return "paged"
-        entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
+        entries = lab.stages(since)
         verified = [e for e in entries if e["target"] == target and e["stage"] == "verified_healthy"
                     and e["at"] >= since]
         return "healed" if verified and _healthy(lab, target) else None
 
     how = wait_for(f"{target} healed or a human paged", settled, bound, 1)
     took = time.time() - killed_at
-    entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
+    entries = lab.stages(since)
     actions = [e for e in entries if e["target"] == target and e["stage"] == "action_done" and e["at"] >= since
                and e["details"].get("action") not in (None, "none")]
     print(f"daemon SIGKILLed mid-remediation: {how} {took:.0f}s after the kill (bound {bound:.0f}s); "
@@ -172,14 +159,8 @@ def test_a_daemon_that_stays_down_is_paged_by_alertmanager_directly(daemon: Lab)
     since = time.time()
 
     def platform_pages() -> list[str]:
-        path = lab.cfg.path("notifications.jsonl")
-        found = []
-        for line in path.read_text().splitlines() if path.exists() else []:
-            page = json.loads(line)
-            if page.get("path") == "/platform" and page["received_at"] >= since:
-                found += [a["labels"]["alertname"] for a in page["body"].get("alerts", [])
-                          if a.get("status") == "firing"]
-        return found
+        return [a["labels"]["alertname"] for page in lab.notifications(since, platform=True)
+                for a in page["body"].get("alerts", []) if a.get("status") == "firing"]
 
     stopped = lab.labctl("daemon", "stop")
     assert stopped.returncode == 0, stopped.stderr
@@ -222,6 +203,8 @@ def test_a_locked_store_changes_nothing_and_pages_once_naming_the_store(daemon: 
             store.close()
 
     wait_for("the record to catch up once the store is back", caught_up, 60, 1)
+    assert [e for e in lab.stages(since) if e["stage"] == "fault_injected" and e["target"] == target], \
+        "the fault the chaos run journaled while the store was locked is on the trail too"
     lab.svc(target, "start")  # the human who was paged
 
 
@@ -240,14 +223,13 @@ def test_an_emoji_alert_is_healed_like_any_other_and_its_text_kept(daemon: Lab) 
         assert _post_alerts(lab, [alert]) == 202  # before Prometheus's own alert: this one is the root
 
         def received() -> dict[str, Any] | None:
-            entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
-            return next((e for e in entries if e["target"] == target and e["stage"] == "alert_received"
+            return next((e for e in lab.stages(since - 5) if e["target"] == target and e["stage"] == "alert_received"
                          and e["at"] >= since - 5 and e["details"]["summary"].startswith(summary)), None)
 
         wait_for("the emoji alert to reach the playbook intact", received, 90)
 
         def verified() -> bool:
-            entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
+            entries = lab.stages(since)
             return any(e["target"] == target and e["stage"] == "verified_healthy" and e["at"] >= since
                        for e in entries)
 

@@ -23,9 +23,7 @@ RECOVERY_BOUND = 90  # seconds; the lab heals in about 10, CI machines can be sl
 
 
 def _recovery(lab: Lab, target: str, since: float) -> timeline.Recovery | None:
-    entries, problems = timeline.read(lab.vars["selfheal_timeline_path"])
-    assert problems == []
-    for rec in timeline.recoveries(entries):
+    for rec in lab.recoveries(since):
         fault = rec.at("fault_injected")
         if rec.target == target and fault is not None and fault >= since and rec.outcome != "open":
             return rec
@@ -85,8 +83,7 @@ def test_resolved_alert_triggers_no_action(daemon: Lab) -> None:
     )
     assert resolved_seen
     time.sleep(3)
-    entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
-    later = [e for e in entries if e["target"] == target and e["at"] > healed_at]
+    later = [e for e in lab.stages(healed_at) if e["target"] == target and e["at"] > healed_at]
     assert later == [], f"nothing may run for {target} after it healed: {later}"
     assert lab.pid(target) == pid
 

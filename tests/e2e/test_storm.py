@@ -17,7 +17,6 @@ from typing import Any
 from conftest import Lab, wait_for
 
 from ansible_collections.selfheal.core.extensions.eda.plugins.event_source.alertmanager import saved_state
-from ansible_collections.selfheal.core.plugins.module_utils import timeline
 from ansible_collections.selfheal.core.plugins.module_utils.store import Store
 
 BOUND = 120
@@ -30,8 +29,7 @@ def _am_alerts(lab: Lab) -> list[dict[str, Any]]:
 
 
 def _runs_since(lab: Lab, since: float) -> list[dict[str, Any]]:
-    entries = timeline.read(lab.vars["selfheal_timeline_path"])[0]
-    return [e for e in entries if e["stage"] == "remediation_started" and e["at"] >= since]
+    return [e for e in lab.stages(since) if e["stage"] == "remediation_started" and e["at"] >= since]
 
 
 def _incident(lab: Lab, incident_id: str) -> dict[str, Any]:
@@ -58,8 +56,7 @@ def test_storm_behind_a_failed_database_is_one_incident_and_one_run(daemon: Lab)
         return alerts if "PostgresDown" in names and len(hosts) >= 3 else None
 
     def healed() -> dict[str, Any] | None:
-        recs = [r for r in timeline.recoveries(timeline.read(lab.vars["selfheal_timeline_path"])[0])
-                if (r.at("remediation_started") or 0) >= since and r.outcome != "open"]
+        recs = [r for r in lab.recoveries(since) if (r.at("remediation_started") or 0) >= since and r.outcome != "open"]
         return recs[0].stages["verified_healthy"] if recs and recs[0].outcome == "healed" else None
 
     alerts = None
@@ -110,7 +107,7 @@ def test_the_source_token_never_reaches_logs_events_or_records(daemon: Lab) -> N
     except urllib.error.HTTPError as exc:
         assert exc.code == 401
     written = [lab.cfg.path("log", "rulebook.log"), lab.cfg.path("log", "alertmanager.log"),
-               lab.cfg.path("timeline.jsonl"), lab.cfg.path("notifications.jsonl"), lab.cfg.path("store.db")]
+               lab.cfg.path("notifications.jsonl"), lab.cfg.path("store.db")]
     checked = 0
     for path in written:
         if path.exists():

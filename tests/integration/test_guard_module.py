@@ -98,6 +98,11 @@ def test_bad_catalog_and_unreachable_store_fail_safe(setup: dict[str, str], tmp_
     assert down["failed"] and "fail safe" in down["msg"] and "pw-s3cret-1" not in json.dumps(down)
     unknown = guard(setup, incident_type="nope")
     assert unknown["failed"] and "is not in" in unknown["msg"]
+    # the lifecycle asks for a role: a type without one (this catalog's name playbooks) takes no lease
+    roleless = guard(setup, need_role=True)
+    assert roleless["failed"] and "service_down names no role" in roleless["msg"]
+    with Store(setup["store"]) as s:
+        assert s.leases(["h1"]) == {} and s.audit_trail() == [], "refused before any lease or decision"
 
 
 def module(name: str, params: dict[str, Any], *extra: str) -> dict[str, Any]:
@@ -310,3 +315,32 @@ def test_a_relapse_counts_on_the_circuit_and_the_one_that_opens_it_flaps(setup: 
     assert decision["allowed"] is False and "circuit open for this target" in decision["skipped"]["h1"]
     assert decision["retry_at"] is None, "a flapping target waits for a human, not for a retry"
     assert decision["already_paged"] is True, "the flap was paged: the held-back run pages nobody again"
+
+
+def test_failed_steps_recorded_by_runs_skip_the_step_within_the_ladder_window(tmp_path: Path) -> None:
+    """The whole loop through the modules: three runs record that restart did not verify, and the next
+    decision skips it; a failure whose data source was down is not counted; a week later it is tried again."""
+    entry = {**CATALOG["incident_types"][0], "steps": ["restart", "restore_config"],
+             "ladder": {"skip_after": 3, "window": 3600}}
+    catalog = tmp_path / "catalog.yml"
+    catalog.write_text(yaml.safe_dump({"incident_types": [entry]}))
+    setup = {"catalog": str(catalog), "store": str(tmp_path / "store.db")}
+    step = {"action": "step", "store": setup["store"], "incident_type": "service_down", "holder": "run",
+            "targets": ["h1"], "step": "restart", "verified": False}
+    for i in range(2):
+        assert module("incident", {**step, "incident_id": f"inc-{i}"}).get("failed") is not True
+    unasked = module("incident", {**step, "incident_id": "inc-unasked", "counted": False})
+    assert unasked.get("failed") is not True
+    now = time.time()
+    tried = guard(setup, incident_id="inc-a", heartbeat=False, now=now)["decision"]
+    assert tried["steps"] == ["restart", "restore_config"], "2 counted failures of 3: still tried"
+    assert "step restart: 0 of its last 2 attempts verified" in tried["reasons"], tried["reasons"]
+    module("incident", {**step, "incident_id": "inc-3"})
+    skipped = guard(setup, incident_id="inc-b", heartbeat=False, now=time.time())["decision"]
+    assert skipped["steps"] == ["restore_config"], skipped
+    assert any(r.startswith("step restart skipped: its last 3 attempts all failed") for r in skipped["reasons"])
+    later = guard(setup, incident_id="inc-c", heartbeat=False, now=time.time() + 3601)["decision"]
+    assert later["steps"] == ["restart", "restore_config"], "failures older than the window are forgotten"
+    with Store(setup["store"]) as s:
+        uncounted = [e for e in s.audit_trail("inc-unasked") if e["event"] == "step_failed"]
+    assert [e["details"].get("counted") for e in uncounted] == [False], "on record, marked as not counted"

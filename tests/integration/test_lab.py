@@ -51,6 +51,9 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
     env = {**os.environ, "SELFHEAL_LAB_DIR": str(tmp_path / "lab"), "SELFHEAL_LAB_SUBNET": "10.300.1"}
     proc = _labctl("up", env=env)
     assert proc.returncode == 1 and "SELFHEAL_LAB_SUBNET" in proc.stderr
+    fleet = _labctl("up", env={**env, "SELFHEAL_LAB_SUBNET": "10.213.77", "SELFHEAL_LAB_FLEET": "100"})
+    assert fleet.returncode == 1 and "SELFHEAL_LAB_FLEET must be between 0 and 99" in fleet.stderr
+    assert not (tmp_path / "lab" / "lab.json").exists(), "refused before anything is created"
 
 
 def test_status_reports_every_part(lab: Lab) -> None:
@@ -95,7 +98,7 @@ def test_status_reports_sshd_from_its_process_not_from_whatever_answers(lab: Lab
 
 
 def test_hosts_are_reached_over_ssh_each_in_its_own_namespace(lab: Lab) -> None:
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible"), "-i", str(lab.inventory_path), "demo",
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible"), "-i", str(lab.inventory_path), "demo:fleet",
                            "-m", "ansible.builtin.command", "-a", "ip -4 -o addr show eth0"],
                           capture_output=True, text=True, check=False, env=lab.env, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -113,6 +116,15 @@ def test_remediation_runs_match_every_play_and_a_real_mismatch_still_warns(lab: 
     assert "Could not match supplied host pattern" not in run.stdout + run.stderr
     chaos = lab.playbook("selfheal.core.chaos.service_crash")
     assert "Could not match supplied host pattern, ignoring: selfheal_no_target_given" in chaos.stdout + chaos.stderr
+
+
+def test_chaos_refuses_a_host_outside_the_lab_inventory_and_changes_nothing(lab: Lab) -> None:
+    """An inventory without the lab's mark (here: the mark overridden) gets no fault, whatever its
+    service manager: the lab's h2 runs a real one and is still a chaos target."""
+    before = lab.pid("h1")
+    refused = lab.playbook("selfheal.core.chaos.service_crash", "-e", "selfheal_target=h1", "-e", "selfheal_lab=false")
+    assert refused.returncode != 0 and "of the lab's inventory" in refused.stdout, refused.stdout[-2000:]
+    assert before is not None and lab.pid("h1") == before, "the demo on h1 was not touched"
 
 
 def _page(lab: Lab, summary: str) -> None:
@@ -162,8 +174,13 @@ def test_postgres_and_nginx_answer_in_their_hosts(lab: Lab) -> None:
     psql = subprocess.run(["psql", "-h", db.address, "-U", "postgres", "-tAc", "select 40 + 2"], capture_output=True,
                           text=True, check=False, env={**lab.env, "PGPASSWORD": password}, timeout=30)
     assert psql.stdout.strip() == "42", psql.stderr
-    with urllib.request.urlopen(f"http://{web.address}/", timeout=5) as resp:
-        assert json.loads(resp.read())["host"] == web.name
+    # the load balancer of the fleet (its own demo service without one)
+    fleet = {h.name for h in lab.cfg.hosts if "fleet" in h.groups} or {web.name}
+    served = set()
+    for _request in range(2 * len(fleet)):
+        with urllib.request.urlopen(f"http://{web.address}/", timeout=5) as resp:
+            served.add(json.loads(resp.read())["host"])
+    assert served == fleet
 
 
 def test_down_ends_exactly_what_up_started_and_up_is_idempotent(lab: Lab) -> None:

@@ -1,11 +1,10 @@
 """The service role by hand on the lab: its diagnosis of a hung service, and check mode."""
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
-from conftest import VENV_BIN, Lab
+from conftest import Lab
 
 PLAY = """
 - hosts: {host}
@@ -33,12 +32,7 @@ PLAY = """
 
 def _run(lab: Lab, tmp_path: Path, host: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     out = tmp_path / "diagnosis.json"
-    play = tmp_path / "play.yml"
-    play.write_text(PLAY.format(host=host, out=out))
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(lab.inventory_path), str(play), *args],
-                          capture_output=True, text=True, check=False, env=lab.env, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    return proc, json.loads(out.read_text())
+    return lab.play_facts(PLAY.format(host=host, out=out), out, *args)
 
 
 def test_a_slow_service_is_diagnosed_with_a_thread_dump_its_log_and_connections(lab: Lab, tmp_path: Path) -> None:
@@ -59,12 +53,36 @@ def test_a_slow_service_is_diagnosed_with_a_thread_dump_its_log_and_connections(
 
 
 def test_check_mode_shows_the_plan_and_changes_nothing(lab: Lab, tmp_path: Path) -> None:
-    host = "h2"
+    host = "h1"  # the lab's command-based manager (its command does not run in check mode)
     assert lab.svc(host, "kill").returncode == 0
     try:
         proc, diagnosis = _run(lab, tmp_path, host, "--check")
         assert diagnosis["running"] is False and diagnosis["plan"] == f"start demo on {host}"
         assert lab.pid(host) is None, "check mode started nothing"
         assert "changed=0" in proc.stdout.split("PLAY RECAP")[-1], proc.stdout[-1500:]
+    finally:
+        lab.svc(host, "start")
+
+
+def test_a_real_service_manager_restarts_it_through_debian_service(lab: Lab, tmp_path: Path) -> None:
+    """h2's demo service is managed as a real one (the lab's inventory: selfheal_service_manager auto):
+    service_facts reads it from `service --status-all` and ansible.builtin.service starts it through
+    /etc/init.d/demo, an LSB init script; not the lab's command-based manager."""
+    host = "h2"
+    assert lab.host(host)["selfheal_service_manager"] == "auto"
+    assert lab.svc(host, "kill").returncode == 0
+    try:
+        dry = _run(lab, tmp_path, host, "--check")[0]
+        assert "changed=1" in dry.stdout.split("PLAY RECAP")[-1], "check mode reports the start it would do"
+        assert lab.pid(host) is None, "check mode started nothing"
+        proc, diagnosis = _run(lab, tmp_path, host)
+        assert diagnosis["running"] is False, diagnosis
+        assert "Remediate | start or restart via the service manager] ***\nchanged: [h2]" in proc.stdout
+        assert "start or restart via the service command] ***\nskipping: [h2]" in proc.stdout
+        assert lab.pid(host) is not None, "the init script started it in h2's namespace"
+        status = subprocess.run(["ip", "netns", "exec", lab.cfg.host(host).netns, "service", "demo", "status"],
+                                capture_output=True, text=True, check=False, timeout=60,
+                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        assert status.returncode == 0 and '"running": true' in status.stdout, status.stdout + status.stderr
     finally:
         lab.svc(host, "start")

@@ -1,6 +1,9 @@
 """The store on SQLite and on a real PostgreSQL (the lab's): one suite, both backends."""
 from __future__ import annotations
 
+import calendar
+import hashlib
+import json
 import multiprocessing
 import os
 import signal
@@ -106,6 +109,74 @@ def test_the_audit_trail_is_append_only(store_url: str) -> None:
             s._exec(sql)
     assert len(s.audit_trail()) == 2
     s.close()
+
+
+def test_retention_archives_whole_months_then_drops_them_and_nothing_else(store_url: str, tmp_path: Path) -> None:
+    """Bounded and still append-only: a month older than the ones kept is written whole to a file (its
+    checksum kept), then dropped at once; the months kept stay, and no row of them can be deleted."""
+    def at(year: int, month: int, day: int) -> float:
+        return float(calendar.timegm((year, month, day, 12, 0, 0, 0, 0, 0)))
+
+    now = at(2026, 12, 3)
+    with Store(store_url) as s:
+        for when in (at(2026, 9, 1), at(2026, 9, 30), at(2026, 10, 15), at(2026, 11, 2), at(2026, 12, 1)):
+            s.audit("decided", "guard", {"when": when}, incident_id=f"i{int(when)}", at=when)
+        with pytest.raises(StoreError, match="append-only"):
+            s._exec("DELETE FROM audit WHERE at < ?", (at(2026, 10, 1),))
+        archived = s.archive_months(keep_months=2, directory=str(tmp_path / "archive"), now=now)
+        assert [(a["month"], a["rows"]) for a in archived] == [("2026-09", 2), ("2026-10", 1)]
+        for a in archived:
+            data = Path(a["path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == a["sha256"]
+            assert all(json.loads(line)["event"] == "decided" for line in data.decode().splitlines())
+        assert s.archives() == archived
+        left = [e["details"]["when"] for e in s.audit_trail()]
+        assert left == [at(2026, 11, 2), at(2026, 12, 1)], "the months kept are all there"
+        with pytest.raises(StoreError, match="append-only"):
+            s._exec("DELETE FROM audit")
+        with pytest.raises(StoreError, match="append-only"):
+            s._exec("UPDATE audit SET event = 'nothing'")
+        assert s.archive_months(keep_months=2, directory=str(tmp_path / "archive"), now=now) == [], "idempotent"
+        # a late row for an archived month (a replayed journal) cannot be deleted before it is archived,
+        # and goes to its own part next time
+        s.audit("finished", "journal", {"late": True}, incident_id="late", at=at(2026, 9, 10))
+        with pytest.raises(StoreError, match="append-only"):
+            s._exec("DELETE FROM audit WHERE incident_id = 'late'")
+        # the archive table, which unlocks deletes, is append-only too
+        for sql in ("UPDATE audit_archives SET last_id = 1000000", "DELETE FROM audit_archives"):
+            with pytest.raises(StoreError, match="append-only"):
+                s._exec(sql)
+        if s.dialect == "postgresql":
+            for table in ("audit", "audit_archives"):
+                with pytest.raises(StoreError, match="append-only"):
+                    s._exec(f"TRUNCATE {table}")
+        # a second retention run at once finds the file the first is writing: it deletes nothing
+        (tmp_path / "archive" / "audit-2026-09.2.jsonl").write_text("")
+        with pytest.raises(StoreError, match="another retention run"):
+            s.archive_months(keep_months=2, directory=str(tmp_path / "archive"), now=now)
+        assert [e["incident_id"] for e in s.audit_trail("late")] == ["late"], "nothing deleted"
+        (tmp_path / "archive" / "audit-2026-09.2.jsonl").unlink()
+        [late] = s.archive_months(keep_months=2, directory=str(tmp_path / "archive"), now=now)
+        assert (late["month"], late["part"], late["rows"]) == ("2026-09", 2, 1)
+        assert late["path"].endswith("audit-2026-09.2.jsonl")
+        with pytest.raises(StoreError, match="at least the current month"):
+            s.archive_months(keep_months=0, directory=str(tmp_path / "archive"), now=now)
+
+
+def test_the_retention_playbook_archives_by_hand(lab: Lab, tmp_path: Path) -> None:
+    store = tmp_path / "store.db"
+    old = time.time() - 400 * 86400
+    with Store(str(store)) as s:
+        s.audit("decided", "guard", {"old": True}, incident_id="old", at=old)
+        s.audit("decided", "guard", {"old": False}, incident_id="new")
+    archive = tmp_path / "archive"
+    proc = lab.playbook("selfheal.core.audit_retention", "-e", f"selfheal_audit_archive_dir={archive}", store=store)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "1 month(s) archived and dropped" in proc.stdout
+    [path] = archive.glob("audit-*.jsonl")
+    assert json.loads(path.read_text())["incident_id"] == "old"
+    with Store(str(store)) as s:
+        assert [e["incident_id"] for e in s.audit_trail()] == ["new"]
 
 
 def _race(url: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue[object],

@@ -26,6 +26,7 @@ only, Python 3.8+: it runs under the target's own python3.
 from __future__ import annotations
 
 import argparse
+import errno
 import fnmatch
 import gzip
 import json
@@ -73,7 +74,10 @@ class Filesystem:
             return False
 
     def files(self, top: str) -> Iterator[tuple[str, os.stat_result]]:
-        """Regular files under `top` on this filesystem, outside every protected path."""
+        """Regular files under `top` on this filesystem, outside every protected path, by paths with no
+        symlink in them (`top` resolved first; what is below is never followed), which is what a change
+        then opens (see _open_parent)."""
+        top = os.path.realpath(top)
         if not self.here(top) or self.is_protected(top) or not os.path.isdir(top):
             return
         for root, dirs, names in os.walk(top, followlinks=False):
@@ -155,6 +159,33 @@ def deleted_open(device: int) -> list[dict[str, object]]:
     return sorted(found, key=lambda f: -int(f["bytes"]))[:20]  # type: ignore[call-overload]
 
 
+def _open_parent(path: str) -> int:
+    """The directory `path` is in, opened one component at a time from / without following a symlink: a
+    directory of a world-writable tree swapped for a link (to a protected path) after the scan fails here,
+    so nothing outside what was looked at is touched."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in os.path.dirname(os.path.abspath(path)).strip("/").split("/"):
+            if part:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_same(parent: int, name: str, seen: os.stat_result, flags: int) -> int:
+    """`name` in `parent`, not through a link, and only if it is still the file the scan saw."""
+    fd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=parent)
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino) or not stat.S_ISREG(now.st_mode):
+        os.close(fd)
+        raise OSError(errno.ESTALE, "replaced since it was looked at; left alone")
+    return fd
+
+
 class Reclaim:
     """The candidates of one step, and doing it (or, checking, only saying what it would do)."""
 
@@ -206,7 +237,7 @@ class Reclaim:
                                             "mode": f"{stat.S_IMODE(st.st_mode):04o}", "mtime": int(st.st_mtime)}
                 if not check:
                     try:
-                        entry.update(self._rotate(path) if step == "rotate_logs" else self._delete(path))
+                        entry.update(self._rotate(path, st) if step == "rotate_logs" else self._delete(path, st))
                     except OSError as exc:
                         skipped.append({"path": path, "bytes": st.st_size, "why": f"{type(exc).__name__}: {exc}"})
                         continue
@@ -231,24 +262,42 @@ class Reclaim:
         return {"rotate_logs": self.args.log_dir, "delete_rotated_logs": self.args.log_dir,
                 "clean_tmp": self.args.tmp_dir, "clean_package_cache": self.args.cache_dir}[step]
 
-    def _rotate(self, path: str) -> dict[str, object]:
+    def _rotate(self, path: str, seen: os.stat_result) -> dict[str, object]:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.now))
-        target = f"{path}-{stamp}.gz"
+        name = os.path.basename(path)
+        archive = f"{name}-{stamp}.gz"
+        parent = _open_parent(path)
         try:
-            with open(path, "rb") as src, gzip.open(target, "wb", compresslevel=6) as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            shutil.copymode(path, target)
-        except OSError:
-            if os.path.exists(target):
-                os.unlink(target)  # a partial archive (the disk filled while compressing) goes
-            raise
-        with open(path, "r+b") as fh:  # truncated in place: a process writing to it keeps writing
-            fh.truncate(0)
-        return {"action": "rotated", "archive": target, "archive_bytes": os.stat(target).st_blocks * 512}
+            src_fd = _open_same(parent, name, seen, os.O_RDWR)
+            try:
+                dst_fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                 stat.S_IMODE(seen.st_mode), dir_fd=parent)
+                try:
+                    with os.fdopen(os.dup(src_fd), "rb") as src, os.fdopen(dst_fd, "wb") as raw, \
+                            gzip.GzipFile(filename=name, mode="wb", fileobj=raw, compresslevel=6) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                except OSError:
+                    os.unlink(archive, dir_fd=parent)  # a partial archive (the disk filled while compressing) goes
+                    raise
+                os.ftruncate(src_fd, 0)  # truncated in place: a process writing to it keeps writing
+            finally:
+                os.close(src_fd)
+            archive_bytes = os.stat(archive, dir_fd=parent, follow_symlinks=False).st_blocks * 512
+        finally:
+            os.close(parent)
+        return {"action": "rotated", "archive": os.path.join(os.path.dirname(path), archive),
+                "archive_bytes": archive_bytes}
 
     @staticmethod
-    def _delete(path: str) -> dict[str, object]:
-        os.unlink(path)
+    def _delete(path: str, seen: os.stat_result) -> dict[str, object]:
+        parent = _open_parent(path)
+        try:
+            now = os.stat(os.path.basename(path), dir_fd=parent, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino) or not stat.S_ISREG(now.st_mode):
+                raise OSError(errno.ESTALE, "replaced since it was looked at; left alone")
+            os.unlink(os.path.basename(path), dir_fd=parent)
+        finally:
+            os.close(parent)
         return {"action": "deleted"}
 
     def _journal(self, check: bool, files: list[dict[str, object]]) -> str:

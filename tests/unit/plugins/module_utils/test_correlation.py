@@ -317,3 +317,40 @@ def test_an_alert_reconciled_away_that_fires_after_all_is_news() -> None:
     assert kinds(c.reconcile(set(), now=10)) == [("incident_resolved", "database_down")]
     again = c.ingest(sig("PostgresDown", "db1", "postgres"), now=11)
     assert kinds(again) == [("incident_opened", "database_down")]
+
+
+FLEET = parse_catalog({"incident_types": [
+    {"name": "memory_leak", "match": [{"labels": {"alertname": "MemoryHigh"}}], "scope": "group",
+     "role": "selfheal.core.service", "mode": "auto"},
+    {"name": "service_down", "match": [{"labels": {"alertname": "ServiceDown"}}],
+     "role": "selfheal.core.service", "mode": "auto"},
+]})
+
+
+def test_a_fleet_type_is_one_incident_per_group_with_its_hosts_not_one_per_host() -> None:
+    c = Correlator(FLEET, TOPOLOGY, group_wait=3.0)
+    hosts = [f"w{i:02d}" for i in range(1, 11)]
+    events = [e for i, h in enumerate(hosts) for e in c.ingest(sig("MemoryHigh", h, "demo"), now=i * 0.2)]
+    events += c.ingest(sig("ServiceDown", "w03", "demo"), now=2.1)
+    assert kinds(events) == [("incident_opened", "service_down")], "a target type still opens per target"
+    [opened] = [e for e in c.tick(now=3.5) if e["kind"] == "incident_opened"]
+    incident = opened["incident"]
+    assert incident["type"] == "memory_leak" and incident["targets"] == hosts, incident
+    assert incident["symptom_count"] == 0, "a group's hosts are its targets, not symptoms"
+    assert c.tick(now=20) == [], "announced once"
+    # a host that alerts after the group was announced is the next group's, not a member its run never saw
+    assert c.ingest(sig("MemoryHigh", "w11", "demo"), now=21) == []
+    [later] = [e for e in c.tick(now=25) if e["kind"] == "incident_opened"]
+    assert later["incident"]["targets"] == ["w11"] and later["incident"]["id"] != incident["id"]
+    resolved = [e for h in hosts for e in c.ingest(sig("MemoryHigh", h, "demo", status="resolved"), now=30)]
+    assert [e["kind"] for e in resolved] == ["incident_resolved"], "resolved once every host's alert ended"
+    restored = Correlator(FLEET, TOPOLOGY)
+    restored.load_state(c.to_state())
+    assert restored.incidents[later["incident"]["id"]].targets == {"w11": 1}
+
+
+def test_scope_is_target_or_group() -> None:
+    from ansible_collections.selfheal.core.plugins.module_utils.catalog import PolicyFileError
+
+    with pytest.raises(PolicyFileError, match=r"incident_types\[0\].scope: must be target or group"):
+        parse_catalog({"incident_types": [{"name": "x", "match": [{"labels": {"a": "b"}}], "scope": "fleet"}]})

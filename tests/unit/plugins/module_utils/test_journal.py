@@ -39,6 +39,19 @@ def test_what_waits_is_read_beside_the_store_and_replayed_into_it_once(tmp_path:
     assert journal.records(target) == []
 
 
+def test_an_audit_event_the_store_could_not_take_is_replayed_at_its_time(tmp_path: Path) -> None:
+    """A chaos run's fault_injected while the store was locked: kept, then on the trail at its own time."""
+    target = str(tmp_path / "store.db")
+    journal.append(target, {"kind": "audit", "event": "fault_injected", "holder": "chaos",
+                            "details": {"target": "h3"}, "incident_id": None, "at": 50.0})
+    assert journal.outcomes(target, ["a"]) == {}, "an event is no outcome"
+    with Store(target) as store:
+        assert journal.replay(store) == 1
+        [event] = store.audit_trail()
+        assert (event["event"], event["at"], event["details"]) == ("fault_injected", 50.0, {"target": "h3"})
+        assert store.outcomes("service_down") == []
+
+
 def test_journals_of_different_stores_are_apart(tmp_path: Path) -> None:
     journal.append(str(tmp_path / "one.db"), _record("a"))
     assert journal.outcomes(str(tmp_path / "two.db"), ["a"]) == {}

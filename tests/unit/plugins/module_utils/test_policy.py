@@ -201,21 +201,31 @@ def test_a_target_whose_open_circuit_was_paged_is_not_paged_again() -> None:
     assert not again.already_paged, "a failure after the page is news: it pages"
 
 
+STEPS = ("restart", "restore_config", "reboot")
+HISTORIES = st.dictionaries(st.sampled_from(STEPS), st.lists(st.booleans(), max_size=8), max_size=3)
+
+
 @settings(max_examples=300, deadline=None)
-@given(history=st.dictionaries(st.sampled_from(["restart", "restore_config", "reboot"]),
-                               st.lists(st.booleans(), max_size=8), max_size=3),
-       skip_after=st.integers(1, 4))
-def test_the_ladder_skips_exactly_the_steps_whose_last_k_attempts_all_failed(history: dict[str, list[bool]],
-                                                                             skip_after: int) -> None:
-    steps = ("restart", "restore_config", "reboot")
-    kept, reasons = ladder(steps, history, skip_after)
-    for step in steps:
-        tried = history.get(step, [])
-        never_works = len(tried) >= skip_after and not any(tried[:skip_after])
-        assert (step not in kept) == never_works, (step, tried)
-    assert list(kept) == [s for s in steps if s in kept], "least disruptive first, as the catalog orders them"
-    assert len(reasons) == len(steps) and all(any(s in r for r in reasons) for s in steps), "each step is explained"
-    policy = Policy(mode="auto", steps=steps, skip_after=skip_after)
+@given(history=HISTORIES, skip_after=st.integers(1, 4), step=st.sampled_from(STEPS),
+       older=st.lists(st.booleans(), max_size=5))
+def test_the_ladder_skips_a_step_only_for_its_last_k_failures(history: dict[str, list[bool]], skip_after: int,
+                                                              step: str, older: list[bool]) -> None:
+    """What skips a step, said as behaviour rather than as the rule: a verified attempt brings it back,
+    k failures in a row take it out, and attempts older than the last k change nothing."""
+    kept, reasons = ladder(STEPS, history, skip_after)
+    tried = history.get(step, [])
+    back = ladder(STEPS, {**history, step: [True, *tried]}, skip_after)[0]
+    assert step in back, "a step whose newest attempt verified is tried"
+    out = ladder(STEPS, {**history, step: [False] * skip_after + tried}, skip_after)[0]
+    assert step not in out, f"{skip_after} failed attempts in a row, newest first, skip it"
+    if len(tried) >= skip_after:
+        padded = ladder(STEPS, {**history, step: tried + older}, skip_after)[0]
+        assert (step in padded) == (step in kept), "attempts older than the last k do not count"
+    else:
+        assert step in kept, "fewer than k attempts never skip a step"
+    assert list(kept) == [s for s in STEPS if s in kept], "least disruptive first, as the catalog orders them"
+    assert len(reasons) == len(STEPS) and all(any(s in r for r in reasons) for s in STEPS), "each step is explained"
+    policy = Policy(mode="auto", steps=STEPS, skip_after=skip_after)
     d = decide("service_down", policy, ["h1"], 1, "r", Facts(now=0, step_history=history))
     assert d.steps == kept
     if not kept:

@@ -27,6 +27,15 @@ def test_a_run_that_records_an_outcome_ends_the_watch_without_a_page() -> None:
     assert dog.pending() == []
 
 
+def test_a_run_whose_own_page_failed_is_paged_by_the_watchdog_at_once_and_once() -> None:
+    dog = Watchdog()
+    dog.open(incident("a"), DEADLINE, 0)
+    assert dog.tick(5, {"a": RunState(running=True)}) == []
+    [page] = dog.tick(10, {"a": RunState(outcome="unpaged", at=9)})
+    assert page.kind == "page" and "could not page one itself" in page.why
+    assert dog.tick(20, {"a": RunState(outcome="unpaged", at=9)}) == [], "exactly once"
+
+
 def test_a_dead_run_is_resumed_once_then_paged_once() -> None:
     dog = Watchdog()
     dog.open(incident("a"), DEADLINE, 0)
