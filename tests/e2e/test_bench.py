@@ -24,4 +24,3 @@ def test_mttr_bench_measures_each_type_against_its_floor_and_target(daemon: Lab)
         low = float(re.search(r"floor ([\d.]+)-", line).group(1))  # type: ignore[union-attr]
         assert 0 < detect <= median and low > 0, line
         assert "target <=" in line and ("meets" in line or "MISSES" in line), line
-
